@@ -1,0 +1,1 @@
+//! `agent`: the software of the meter (placeholder until implemented).

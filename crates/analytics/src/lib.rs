@@ -1,0 +1,1 @@
+//! `analytics`: theft, tamper and consumption-pattern detectors (placeholder until implemented).

@@ -1,0 +1,1 @@
+//! `billing`: the pure tariff engine (placeholder until implemented).

@@ -1,0 +1,2 @@
+//! `metrology`: no_std signal processing for electricity meters (placeholder until implemented).
+#![no_std]

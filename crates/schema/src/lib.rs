@@ -1,0 +1,1 @@
+//! `schema`: the wire format between meters and the server (placeholder until implemented).

@@ -1,0 +1,2 @@
+//! `wattline`: the one user-facing binary (placeholder until the CLI lands).
+fn main() {}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole wattline test suite, exactly as CI runs it (.ci/run calls this script).
+# It installs what it needs from the registries this kind of machine reaches, then runs
+# formatting, lints, every test (unit, integration, doc) and a bounded fuzz smoke run.
+# Nothing is skipped silently: a test that needs a broker, a database or a browser runs
+# against the real one or fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# System packages the tests use. Debian names; installed only when missing.
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+if [ -d fuzz ]; then
+  step "fuzz smoke run"
+  bash scripts/fuzz.sh smoke
+fi
