@@ -1,1 +1,5 @@
 //! `agent`: the software of the meter (placeholder until implemented).
+
+pub mod control;
+pub mod events;
+pub mod sources;
