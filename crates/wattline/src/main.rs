@@ -1,2 +1,40 @@
-//! `wattline`: the one user-facing binary (placeholder until the CLI lands).
-fn main() {}
+//! `wattline`: the one user-facing binary, a thin clap dispatcher over `cmd/<subcommand>.rs`.
+//!
+//! Adding a subcommand: write `cmd/<name>.rs` with an `Args` struct (clap `Args`, its doc comment
+//! and an `after_help` example are the user documentation) and `pub fn run(&Args) -> Outcome`,
+//! then add one variant to [`Command`] and one arm to the `match` in `main`.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// wattline: secure smart metering — metrology, meter agent, server and offline tools.
+#[derive(Debug, Parser)]
+#[command(name = "wattline", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure a recorded voltage/current waveform (CSV or WAV): RMS, power, PF, harmonics,
+    /// energy, per IEC 61000-4-30 window.
+    #[command(after_help = cmd::analyze::EXAMPLES)]
+    Analyze(cmd::analyze::Args),
+    /// Regenerate the bundled example recordings in testdata/ (developer tool).
+    #[command(hide = true)]
+    MakeTestdata(cmd::make_testdata::Args),
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 and `--help` with 0, both inside `parse` (DESIGN §3.1).
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Analyze(args) => cmd::analyze::run(args),
+        Command::MakeTestdata(args) => cmd::make_testdata::run(args),
+    };
+    cmd::exit_code(outcome)
+}
