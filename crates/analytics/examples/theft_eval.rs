@@ -7,14 +7,19 @@
 
 use analytics::eval::{map_at, pr_auc, roc_auc};
 use analytics::synth::{Attack, Rng, SynthConfig, generate_population, inject};
-use analytics::{GbtModel, GbtParams, PatternConfig, days_from_civil, extract_features, score_unsupervised};
+use analytics::{
+    GbtModel, GbtParams, PatternConfig, days_from_civil, extract_features, score_unsupervised,
+};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -45,14 +50,25 @@ fn main() {
         }
     }
     let features = extract_features(&histories, &PatternConfig::default());
-    let index: std::collections::HashMap<&str, usize> =
-        histories.iter().enumerate().map(|(i, h)| (h.meter_id.as_str(), i)).collect();
-    let attack_at: Vec<Option<Attack>> =
-        features.meters.iter().map(|m| attack_of[index[m.meter_id.as_str()]]).collect();
-    let unsup: Vec<f64> = score_unsupervised(&features).iter().map(|s| s.score).collect();
+    let index: std::collections::HashMap<&str, usize> = histories
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.meter_id.as_str(), i))
+        .collect();
+    let attack_at: Vec<Option<Attack>> = features
+        .meters
+        .iter()
+        .map(|m| attack_of[index[m.meter_id.as_str()]])
+        .collect();
+    let unsup: Vec<f64> = score_unsupervised(&features)
+        .iter()
+        .map(|s| s.score)
+        .collect();
 
     // Held-out evaluation: train on a random half of the meters, score the other half.
-    let train: Vec<bool> = (0..features.meters.len()).map(|_| rng.unit() < 0.5).collect();
+    let train: Vec<bool> = (0..features.meters.len())
+        .map(|_| rng.unit() < 0.5)
+        .collect();
     let labels: Vec<(String, bool)> = features
         .meters
         .iter()
@@ -74,10 +90,14 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     println!();
-    println!("| attack | thieves | unsup ROC-AUC | unsup PR-AUC | unsup MAP@100 | GBT ROC-AUC | GBT PR-AUC | GBT MAP@100 |");
+    println!(
+        "| attack | thieves | unsup ROC-AUC | unsup PR-AUC | unsup MAP@100 | GBT ROC-AUC | GBT PR-AUC | GBT MAP@100 |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let mut rows: Vec<(String, Option<Attack>)> =
-        Attack::ALL.iter().map(|a| (a.name().to_string(), Some(*a))).collect();
+    let mut rows: Vec<(String, Option<Attack>)> = Attack::ALL
+        .iter()
+        .map(|a| (a.name().to_string(), Some(*a)))
+        .collect();
     rows.push(("all".into(), None));
     for (name, attack) in rows {
         let keep = |i: usize| attack_at[i].is_none() || attack.is_none() || attack_at[i] == attack;

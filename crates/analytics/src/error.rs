@@ -15,7 +15,11 @@ pub struct Error {
 pub enum ErrorKind {
     /// A line of a CSV input is malformed. `line` and `column` are 1-based (the column is the
     /// field number, counted from 1).
-    Csv { line: u64, column: u64, message: String },
+    Csv {
+        line: u64,
+        column: u64,
+        message: String,
+    },
     /// A model file is malformed or does not fit this build's feature list.
     Model { line: u64, message: String },
     /// A configuration value is outside its valid range.
@@ -26,19 +30,38 @@ pub enum ErrorKind {
 
 impl Error {
     pub(crate) fn csv(line: u64, column: u64, message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Csv { line, column, message: message.into() } }
+        Self {
+            kind: ErrorKind::Csv {
+                line,
+                column,
+                message: message.into(),
+            },
+        }
     }
 
     pub(crate) fn model(line: u64, message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Model { line, message: message.into() } }
+        Self {
+            kind: ErrorKind::Model {
+                line,
+                message: message.into(),
+            },
+        }
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Config { message: message.into() } }
+        Self {
+            kind: ErrorKind::Config {
+                message: message.into(),
+            },
+        }
     }
 
     pub(crate) fn training(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Training { message: message.into() } }
+        Self {
+            kind: ErrorKind::Training {
+                message: message.into(),
+            },
+        }
     }
 
     /// What went wrong.
@@ -50,7 +73,11 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ErrorKind::Csv { line, column, message } => {
+            ErrorKind::Csv {
+                line,
+                column,
+                message,
+            } => {
                 write!(f, "line {line}, column {column}: {message}")
             }
             ErrorKind::Model { line, message } => write!(f, "model line {line}: {message}"),

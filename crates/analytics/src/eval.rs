@@ -31,7 +31,11 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
 fn ranked(scores: &[f64], labels: &[bool]) -> Vec<bool> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     // Ties are broken pessimistically (honest first) so a constant score earns nothing.
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(labels[a].cmp(&labels[b])));
+    order.sort_by(|&a, &b| {
+        scores[b]
+            .total_cmp(&scores[a])
+            .then(labels[a].cmp(&labels[b]))
+    });
     order.into_iter().map(|i| labels[i]).collect()
 }
 

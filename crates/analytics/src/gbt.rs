@@ -33,14 +33,29 @@ pub struct GbtParams {
 
 impl Default for GbtParams {
     fn default() -> Self {
-        Self { trees: 150, max_depth: 3, learning_rate: 0.1, min_samples_leaf: 5, lambda: 1.0 }
+        Self {
+            trees: 150,
+            max_depth: 3,
+            learning_rate: 0.1,
+            min_samples_leaf: 5,
+            lambda: 1.0,
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
-    Split { feature: usize, threshold: f32, missing_left: bool, left: usize, right: usize, value: f64 },
-    Leaf { value: f64 },
+    Split {
+        feature: usize,
+        threshold: f32,
+        missing_left: bool,
+        left: usize,
+        right: usize,
+        value: f64,
+    },
+    Leaf {
+        value: f64,
+    },
 }
 
 impl Node {
@@ -79,7 +94,9 @@ impl Builder<'_> {
     }
 
     fn build(&mut self, samples: &[Sample<'_>], idx: Vec<usize>, depth: usize) -> usize {
-        let (g, h) = idx.iter().fold((0.0, 0.0), |(g, h), &i| (g + samples[i].g, h + samples[i].h));
+        let (g, h) = idx.iter().fold((0.0, 0.0), |(g, h), &i| {
+            (g + samples[i].g, h + samples[i].h)
+        });
         let value = self.leaf_value(g, h);
         let at = self.nodes.len();
         self.nodes.push(Node::Leaf { value });
@@ -91,11 +108,22 @@ impl Builder<'_> {
         };
         let (left, right): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| {
             let v = samples[i].x[feature];
-            if v.is_nan() { missing_left } else { v <= threshold }
+            if v.is_nan() {
+                missing_left
+            } else {
+                v <= threshold
+            }
         });
         let l = self.build(samples, left, depth + 1);
         let r = self.build(samples, right, depth + 1);
-        self.nodes[at] = Node::Split { feature, threshold, missing_left, left: l, right: r, value };
+        self.nodes[at] = Node::Split {
+            feature,
+            threshold,
+            missing_left,
+            left: l,
+            right: r,
+            value,
+        };
         at
     }
 
@@ -139,8 +167,11 @@ impl Builder<'_> {
                 let nl = k + 1;
                 let nr = sorted.len() - nl;
                 for missing_left in [false, true] {
-                    let (gl2, hl2, nl2) =
-                        if missing_left { (gl + gm, hl + hm, nl + nm) } else { (gl, hl, nl) };
+                    let (gl2, hl2, nl2) = if missing_left {
+                        (gl + gm, hl + hm, nl + nm)
+                    } else {
+                        (gl, hl, nl)
+                    };
                     let nr2 = if missing_left { nr } else { nr + nm };
                     if nl2 < min_leaf || nr2 < min_leaf {
                         continue;
@@ -167,17 +198,25 @@ impl GbtModel {
         params: &GbtParams,
     ) -> Result<(Self, Vec<Diagnostic>), Error> {
         if params.trees == 0 || params.max_depth == 0 || params.learning_rate <= 0.0 {
-            return Err(Error::config("trees, max_depth and learning_rate must be positive"));
+            return Err(Error::config(
+                "trees, max_depth and learning_rate must be positive",
+            ));
         }
         let mut diagnostics = Vec::new();
-        let by_id: HashMap<&str, usize> =
-            set.meters.iter().enumerate().map(|(i, m)| (m.meter_id.as_str(), i)).collect();
+        let by_id: HashMap<&str, usize> = set
+            .meters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.meter_id.as_str(), i))
+            .collect();
         let mut rows: Vec<(usize, f64)> = Vec::new();
         let mut seen: HashMap<&str, bool> = HashMap::new();
         for (id, label) in labels {
             if let Some(previous) = seen.insert(id.as_str(), *label) {
                 if previous != *label {
-                    return Err(Error::training(format!("meter `{id}` is labelled both 0 and 1")));
+                    return Err(Error::training(format!(
+                        "meter `{id}` is labelled both 0 and 1"
+                    )));
                 }
                 continue;
             }
@@ -213,10 +252,17 @@ impl GbtModel {
                 .zip(&margins)
                 .map(|(&(i, y), &m)| {
                     let p = sigmoid(m);
-                    Sample { x: &set.meters[i].values, g: p - y, h: (p * (1.0 - p)).max(1e-6) }
+                    Sample {
+                        x: &set.meters[i].values,
+                        g: p - y,
+                        h: (p * (1.0 - p)).max(1e-6),
+                    }
                 })
                 .collect();
-            let mut builder = Builder { params, nodes: Vec::new() };
+            let mut builder = Builder {
+                params,
+                nodes: Vec::new(),
+            };
             builder.build(&samples, (0..samples.len()).collect(), 0);
             let tree = builder.nodes;
             for (m, &(i, _)) in margins.iter_mut().zip(&rows) {
@@ -237,8 +283,14 @@ impl GbtModel {
         let mut out = [0.0; FEATURE_COUNT];
         for tree in &self.trees {
             let mut at = 0;
-            while let Node::Split { feature, threshold, missing_left, left, right, value } =
-                tree[at]
+            while let Node::Split {
+                feature,
+                threshold,
+                missing_left,
+                left,
+                right,
+                value,
+            } = tree[at]
             {
                 let v = x[feature];
                 let next = if v.is_nan() {
@@ -282,7 +334,14 @@ impl GbtModel {
             let _ = writeln!(out, "tree {}", tree.len());
             for node in tree {
                 let _ = match node {
-                    Node::Split { feature, threshold, missing_left, left, right, value } => writeln!(
+                    Node::Split {
+                        feature,
+                        threshold,
+                        missing_left,
+                        left,
+                        right,
+                        value,
+                    } => writeln!(
                         out,
                         "split {feature} {threshold} {} {left} {right} {value}",
                         u8::from(*missing_left)
@@ -297,9 +356,14 @@ impl GbtModel {
     /// Reads a model written by [`GbtModel::to_text`]; a model trained with other features is
     /// refused rather than silently misapplied.
     pub fn from_text(text: &str) -> Result<Self, Error> {
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i as u64 + 1, l.trim()));
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.trim()));
         let mut next = |what: &str| -> Result<(u64, &str), Error> {
-            lines.next().ok_or_else(|| Error::model(0, format!("file ends before {what}")))
+            lines
+                .next()
+                .ok_or_else(|| Error::model(0, format!("file ends before {what}")))
         };
         let (n, header) = next("the header")?;
         if header != "wattline-theft-model 1" {
@@ -334,10 +398,10 @@ impl GbtModel {
             }
             // Children must point forward, so evaluation always terminates.
             for (i, node) in tree.iter().enumerate() {
-                if let Node::Split { left, right, .. } = node {
-                    if *left <= i || *right <= i {
-                        return Err(Error::model(n, "tree child points backwards"));
-                    }
+                if let Node::Split { left, right, .. } = node
+                    && (*left <= i || *right <= i)
+                {
+                    return Err(Error::model(n, "tree child points backwards"));
                 }
             }
             trees.push(tree);
@@ -355,7 +419,9 @@ fn parse_node(n: u64, line: &str, len: usize) -> Result<Node, Error> {
     let parts: Vec<&str> = line.split_whitespace().collect();
     let bad = || Error::model(n, format!("malformed node `{line}`"));
     match parts.as_slice() {
-        ["leaf", v] => Ok(Node::Leaf { value: v.parse().map_err(|_| bad())? }),
+        ["leaf", v] => Ok(Node::Leaf {
+            value: v.parse().map_err(|_| bad())?,
+        }),
         ["split", f, t, m, l, r, v] => {
             let feature: usize = f.parse().map_err(|_| bad())?;
             let left: usize = l.parse().map_err(|_| bad())?;
@@ -385,7 +451,14 @@ fn leaf(tree: &[Node], x: &[f32; FEATURE_COUNT]) -> f64 {
     loop {
         match tree[at] {
             Node::Leaf { value } => return value,
-            Node::Split { feature, threshold, missing_left, left, right, .. } => {
+            Node::Split {
+                feature,
+                threshold,
+                missing_left,
+                left,
+                right,
+                ..
+            } => {
                 let v = x[feature];
                 at = if v.is_nan() {
                     if missing_left { left } else { right }
@@ -410,7 +483,11 @@ pub fn parse_labels(text: &str) -> Result<Vec<(String, bool)>, Error> {
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != 2 {
-            return Err(Error::csv(n, fields.len().min(2) as u64 + 1, "expected 2 fields: meter_id,label"));
+            return Err(Error::csv(
+                n,
+                fields.len().min(2) as u64 + 1,
+                "expected 2 fields: meter_id,label",
+            ));
         }
         let label = match fields[1] {
             "1" => true,

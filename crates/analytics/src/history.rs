@@ -65,7 +65,11 @@ pub fn parse_date_time(text: &str) -> Option<(DayNumber, Option<u32>)> {
         None => (text, None),
     };
     let (year, month, day) = if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) {
-        (date[..4].parse().ok()?, date[4..6].parse().ok()?, date[6..].parse().ok()?)
+        (
+            date[..4].parse().ok()?,
+            date[4..6].parse().ok()?,
+            date[6..].parse().ok()?,
+        )
     } else {
         let sep = if date.contains('-') { '-' } else { '/' };
         let mut parts = date.split(sep);
@@ -145,7 +149,9 @@ pub struct ValueLimits {
 
 impl Default for ValueLimits {
     fn default() -> Self {
-        Self { max_kwh_per_day: 2_000.0 }
+        Self {
+            max_kwh_per_day: 2_000.0,
+        }
     }
 }
 
@@ -169,13 +175,22 @@ impl MeterIssues {
     fn describe(&self) -> Option<String> {
         let mut parts = Vec::new();
         if self.negative > 0 {
-            parts.push(format!("{} negative value(s) treated as missing", self.negative));
+            parts.push(format!(
+                "{} negative value(s) treated as missing",
+                self.negative
+            ));
         }
         if self.absurd > 0 {
-            parts.push(format!("{} implausibly large value(s) treated as missing", self.absurd));
+            parts.push(format!(
+                "{} implausibly large value(s) treated as missing",
+                self.absurd
+            ));
         }
         if self.non_finite > 0 {
-            parts.push(format!("{} NaN/infinite value(s) treated as missing", self.non_finite));
+            parts.push(format!(
+                "{} NaN/infinite value(s) treated as missing",
+                self.non_finite
+            ));
         }
         if self.duplicate_same > 0 {
             parts.push(format!(
@@ -197,7 +212,11 @@ impl MeterIssues {
 enum Layout {
     Long,
     /// Per column after the id: the day, or `None` for the ignored `FLAG` column.
-    Wide { columns: Vec<Option<DayNumber>>, first_day: DayNumber, days: usize },
+    Wide {
+        columns: Vec<Option<DayNumber>>,
+        first_day: DayNumber,
+        days: usize,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -205,6 +224,8 @@ struct LongMeter {
     /// `(day, minute of day, kWh)` in file order.
     readings: Vec<(DayNumber, u32, f32)>,
     timed: bool,
+    /// Days spanned by all rows, including rows whose value was unusable.
+    span: Option<(DayNumber, DayNumber)>,
 }
 
 /// Sans-IO parser for history CSV: call [`HistoryParser::push_line`] for every line (header
@@ -316,13 +337,27 @@ impl HistoryParser {
         };
         let days = (last_day - first_day + 1) as usize;
         if days > 200 * 366 {
-            return Err(Error::csv(self.line, 2, "date columns span more than 200 years"));
+            return Err(Error::csv(
+                self.line,
+                2,
+                "date columns span more than 200 years",
+            ));
         }
-        self.layout = Some(Layout::Wide { columns, first_day, days });
+        self.layout = Some(Layout::Wide {
+            columns,
+            first_day,
+            days,
+        });
         Ok(())
     }
 
-    fn cell(&mut self, text: &str, column: u64, meter: usize, slot_days: f64) -> Result<Cell, Error> {
+    fn cell(
+        &mut self,
+        text: &str,
+        column: u64,
+        meter: usize,
+        slot_days: f64,
+    ) -> Result<Cell, Error> {
         let text = unquote(text.trim());
         if text.is_empty() || text.eq_ignore_ascii_case("na") || text.eq_ignore_ascii_case("null") {
             return Ok(Cell::Missing);
@@ -330,7 +365,11 @@ impl HistoryParser {
         let value: f64 = match text.parse() {
             Ok(v) => v,
             Err(_) => {
-                return Err(Error::csv(self.line, column, format!("`{text}` is not a number")));
+                return Err(Error::csv(
+                    self.line,
+                    column,
+                    format!("`{text}` is not a number"),
+                ));
             }
         };
         let issues = &mut self.issues[meter];
@@ -366,10 +405,18 @@ impl HistoryParser {
         let (Some(id), Some(date), Some(value)) = (fields.next(), fields.next(), fields.next())
         else {
             let n = line.split(',').count() as u64;
-            return Err(Error::csv(self.line, n + 1, "expected 3 fields: meter_id,date,kwh"));
+            return Err(Error::csv(
+                self.line,
+                n + 1,
+                "expected 3 fields: meter_id,date,kwh",
+            ));
         };
         if fields.next().is_some() {
-            return Err(Error::csv(self.line, 4, "expected 3 fields: meter_id,date,kwh"));
+            return Err(Error::csv(
+                self.line,
+                4,
+                "expected 3 fields: meter_id,date,kwh",
+            ));
         }
         let id = unquote(id.trim());
         let meter = self.meter_index(id, 1)?;
@@ -400,6 +447,11 @@ impl HistoryParser {
         let cell = self.cell(value, 3, meter, 1.0)?;
         let entry = &mut self.long[meter].1;
         entry.timed = timed;
+        entry.span = Some(
+            entry
+                .span
+                .map_or((day, day), |(a, b)| (a.min(day), b.max(day))),
+        );
         if let Cell::Value(v) = cell {
             entry.readings.push((day, minute.unwrap_or(0), v));
         }
@@ -407,11 +459,20 @@ impl HistoryParser {
     }
 
     fn wide_row(&mut self, line: &str) -> Result<(), Error> {
-        let Some(Layout::Wide { columns, first_day, days }) = self.layout.take() else {
+        let Some(Layout::Wide {
+            columns,
+            first_day,
+            days,
+        }) = self.layout.take()
+        else {
             unreachable!("wide_row is only called in the wide layout")
         };
         let result = self.wide_row_inner(line, &columns, first_day, days);
-        self.layout = Some(Layout::Wide { columns, first_day, days });
+        self.layout = Some(Layout::Wide {
+            columns,
+            first_day,
+            days,
+        });
         result
     }
 
@@ -445,7 +506,10 @@ impl HistoryParser {
                 return Err(Error::csv(
                     self.line,
                     i as u64 + 2,
-                    format!("row has more fields than the header ({})", columns.len() + 1),
+                    format!(
+                        "row has more fields than the header ({})",
+                        columns.len() + 1
+                    ),
                 ));
             };
             count += 1;
@@ -460,7 +524,11 @@ impl HistoryParser {
             return Err(Error::csv(
                 self.line,
                 count as u64 + 2,
-                format!("row has {} fields, the header has {}", count + 1, columns.len() + 1),
+                format!(
+                    "row has {} fields, the header has {}",
+                    count + 1,
+                    columns.len() + 1
+                ),
             ));
         }
         Ok(())
@@ -469,7 +537,11 @@ impl HistoryParser {
     /// Ends the input and returns the histories with their diagnostics.
     pub fn finish(mut self) -> Result<HistoryBatch, Error> {
         if self.layout.is_none() {
-            return Err(Error::csv(self.line.max(1), 1, "empty input: no header line"));
+            return Err(Error::csv(
+                self.line.max(1),
+                1,
+                "empty input: no header line",
+            ));
         }
         let mut histories = std::mem::take(&mut self.wide);
         if matches!(self.layout, Some(Layout::Long)) {
@@ -483,11 +555,16 @@ impl HistoryParser {
         for h in &histories {
             let issues = &self.issues[self.index[&h.meter_id]];
             if let Some(message) = issues.describe() {
-                self.diagnostics
-                    .push(Diagnostic { meter_id: Some(h.meter_id.clone()), message });
+                self.diagnostics.push(Diagnostic {
+                    meter_id: Some(h.meter_id.clone()),
+                    message,
+                });
             }
         }
-        Ok(HistoryBatch { histories, diagnostics: self.diagnostics })
+        Ok(HistoryBatch {
+            histories,
+            diagnostics: self.diagnostics,
+        })
     }
 
     fn grid_long(&mut self, id: String, entry: LongMeter, meter: usize) -> Option<MeterHistory> {
@@ -499,13 +576,16 @@ impl HistoryParser {
             return None;
         }
         let step = if entry.timed {
-            entry.readings.iter().fold(1440u32, |g, r| gcd(g, r.1)).max(1)
+            entry
+                .readings
+                .iter()
+                .fold(1440u32, |g, r| gcd(g, r.1))
+                .max(1)
         } else {
             1440
         };
         let ipd = 1440 / step;
-        let first_day = entry.readings.iter().map(|r| r.0).min()?;
-        let last_day = entry.readings.iter().map(|r| r.0).max()?;
+        let (first_day, last_day) = entry.span?;
         let days = (last_day - first_day + 1) as usize;
         let mut kwh = vec![f32::NAN; days * ipd as usize];
         let max_slot = (self.limits.max_kwh_per_day / f64::from(ipd)) as f32;
@@ -517,7 +597,12 @@ impl HistoryParser {
             }
             place(&mut kwh, idx, v, &mut self.issues[meter]);
         }
-        Some(MeterHistory { meter_id: id, first_day, intervals_per_day: ipd, kwh })
+        Some(MeterHistory {
+            meter_id: id,
+            first_day,
+            intervals_per_day: ipd,
+            kwh,
+        })
     }
 }
 
@@ -544,7 +629,9 @@ fn gcd(a: u32, b: u32) -> u32 {
 }
 
 fn unquote(s: &str) -> &str {
-    s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s)
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s)
 }
 
 /// Parses a whole text (convenience over [`HistoryParser`]).
@@ -632,9 +719,11 @@ mod tests {
         assert!(err.to_string().starts_with("line 1, column 3:"), "{err}");
         let err = parse_histories("id,2014/1/1\nx,1,2\n", ValueLimits::default()).unwrap_err();
         assert!(err.to_string().contains("more fields"), "{err}");
-        let err =
-            parse_histories("meter_id,date,kwh\nm,2024-13-01,1\n", ValueLimits::default())
-                .unwrap_err();
+        let err = parse_histories(
+            "meter_id,date,kwh\nm,2024-13-01,1\n",
+            ValueLimits::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("line 2, column 2:"), "{err}");
     }
 }

@@ -34,18 +34,20 @@
 //! assert!(scores[0].reasons[0].contains("fell"));
 //! ```
 
+pub mod balance;
 mod error;
 pub mod eval;
 mod gbt;
 mod history;
 pub mod pattern;
 pub mod synth;
+pub mod tamper;
 
 pub use error::{Error, ErrorKind};
 pub use gbt::{GbtModel, GbtParams, parse_labels};
 pub use history::{
-    DayNumber, Diagnostic, HistoryBatch, HistoryParser, MeterHistory, ValueLimits,
-    civil_from_days, days_from_civil, format_day, parse_date_time, parse_histories,
+    DayNumber, Diagnostic, HistoryBatch, HistoryParser, MeterHistory, ValueLimits, civil_from_days,
+    days_from_civil, format_day, parse_date_time, parse_histories,
 };
 pub use pattern::{
     FeatureSet, MeterFeatures, PatternConfig, TheftScore, extract_features, feature_names, rank,

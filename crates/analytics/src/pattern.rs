@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::history::{Diagnostic, DayNumber, MeterHistory, format_day};
+use crate::history::{DayNumber, Diagnostic, MeterHistory, format_day};
 
 /// Tuning of feature extraction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,14 +51,46 @@ struct IndicatorSpec {
 }
 
 const INDICATORS: [IndicatorSpec; 8] = [
-    IndicatorSpec { name: "level", decrease: true, floor: 0.1 },
-    IndicatorSpec { name: "zero_days", decrease: false, floor: 0.05 },
-    IndicatorSpec { name: "week_variation", decrease: true, floor: 0.03 },
-    IndicatorSpec { name: "week_pattern", decrease: true, floor: 0.1 },
-    IndicatorSpec { name: "day_to_day", decrease: false, floor: 0.03 },
-    IndicatorSpec { name: "day_variation", decrease: true, floor: 0.03 },
-    IndicatorSpec { name: "day_profile", decrease: true, floor: 0.05 },
-    IndicatorSpec { name: "interval_roughness", decrease: false, floor: 0.03 },
+    IndicatorSpec {
+        name: "level",
+        decrease: true,
+        floor: 0.1,
+    },
+    IndicatorSpec {
+        name: "zero_days",
+        decrease: false,
+        floor: 0.05,
+    },
+    IndicatorSpec {
+        name: "week_variation",
+        decrease: true,
+        floor: 0.03,
+    },
+    IndicatorSpec {
+        name: "week_pattern",
+        decrease: true,
+        floor: 0.1,
+    },
+    IndicatorSpec {
+        name: "day_to_day",
+        decrease: false,
+        floor: 0.03,
+    },
+    IndicatorSpec {
+        name: "day_variation",
+        decrease: true,
+        floor: 0.03,
+    },
+    IndicatorSpec {
+        name: "day_profile",
+        decrease: true,
+        floor: 0.05,
+    },
+    IndicatorSpec {
+        name: "interval_roughness",
+        decrease: false,
+        floor: 0.03,
+    },
 ];
 const N_IND: usize = INDICATORS.len();
 
@@ -130,7 +162,11 @@ fn daily_totals(h: &MeterHistory) -> Vec<f32> {
                 .iter()
                 .filter(|v| !v.is_nan())
                 .fold((0usize, 0.0f32), |(n, s), v| (n + 1, s + v));
-            if n * 5 >= ipd * 4 { sum * ipd as f32 / n as f32 } else { f32::NAN }
+            if n * 5 >= ipd * 4 {
+                sum * ipd as f32 / n as f32
+            } else {
+                f32::NAN
+            }
         })
         .collect()
 }
@@ -191,8 +227,16 @@ fn weekly_levels(first_day: DayNumber, daily: &[f32], min_days: usize) -> (i32, 
             sums[w].1 += 1;
         }
     }
-    let levels =
-        sums.iter().map(|&(s, n)| if n >= min_days { s / n as f32 } else { f32::NAN }).collect();
+    let levels = sums
+        .iter()
+        .map(|&(s, n)| {
+            if n >= min_days {
+                s / n as f32
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
     (first_week, levels)
 }
 
@@ -209,7 +253,11 @@ struct Peers {
 impl Peers {
     fn level(&self, week: i32) -> f32 {
         let i = week - self.first_week;
-        if i < 0 { f32::NAN } else { self.level.get(i as usize).copied().unwrap_or(f32::NAN) }
+        if i < 0 {
+            f32::NAN
+        } else {
+            self.level.get(i as usize).copied().unwrap_or(f32::NAN)
+        }
     }
 }
 
@@ -231,8 +279,10 @@ fn meter_day_profile(h: &MeterHistory) -> Vec<f32> {
     let ipd = h.intervals_per_day as usize;
     let mut sums = vec![(0.0f32, 0u32); ipd];
     for day in h.kwh.chunks_exact(ipd) {
-        let (n, s) =
-            day.iter().filter(|v| !v.is_nan()).fold((0usize, 0.0f32), |(n, s), v| (n + 1, s + v));
+        let (n, s) = day
+            .iter()
+            .filter(|v| !v.is_nan())
+            .fold((0usize, 0.0f32), |(n, s), v| (n + 1, s + v));
         if n * 5 < ipd * 4 || s <= 0.0 {
             continue;
         }
@@ -244,7 +294,9 @@ fn meter_day_profile(h: &MeterHistory) -> Vec<f32> {
             }
         }
     }
-    sums.iter().map(|&(s, n)| if n > 0 { s / n as f32 } else { f32::NAN }).collect()
+    sums.iter()
+        .map(|&(s, n)| if n > 0 { s / n as f32 } else { f32::NAN })
+        .collect()
 }
 
 fn build_peers(
@@ -253,7 +305,11 @@ fn build_peers(
     weekly: &[(i32, Vec<f32>)],
 ) -> Peers {
     let first_week = weekly.iter().map(|w| w.0).min().unwrap_or(0);
-    let last_week = weekly.iter().map(|w| w.0 + w.1.len() as i32 - 1).max().unwrap_or(0);
+    let last_week = weekly
+        .iter()
+        .map(|w| w.0 + w.1.len() as i32 - 1)
+        .max()
+        .unwrap_or(0);
     let n_weeks = (last_week - first_week + 1).max(0) as usize;
     let mut per_week: Vec<Vec<f32>> = vec![Vec::new(); n_weeks];
     for (fw, levels) in weekly {
@@ -276,17 +332,25 @@ fn build_peers(
     let mut profiles: HashMap<u32, Vec<Vec<f32>>> = HashMap::new();
     for h in histories.iter().filter(|h| h.intervals_per_day > 1) {
         let p = meter_day_profile(h);
-        let slots =
-            profiles.entry(h.intervals_per_day).or_insert_with(|| vec![Vec::new(); p.len()]);
+        let slots = profiles
+            .entry(h.intervals_per_day)
+            .or_insert_with(|| vec![Vec::new(); p.len()]);
         for (slot, v) in p.iter().enumerate() {
             if !v.is_nan() {
                 slots[slot].push(*v);
             }
         }
     }
-    let day_profile =
-        profiles.into_iter().map(|(ipd, mut s)| (ipd, s.iter_mut().map(|v| median(v)).collect())).collect();
-    Peers { first_week, level, week_pattern, day_profile }
+    let day_profile = profiles
+        .into_iter()
+        .map(|(ipd, mut s)| (ipd, s.iter_mut().map(|v| median(v)).collect()))
+        .collect();
+    Peers {
+        first_week,
+        level,
+        week_pattern,
+        day_profile,
+    }
 }
 
 /// Robust noise level of a series from its first differences (a single step barely moves it).
@@ -420,7 +484,11 @@ fn indicator_series(
     out
 }
 
-fn longest_near_zero_run(first_day: DayNumber, daily: &[f32], near_zero: f32) -> (usize, DayNumber) {
+fn longest_near_zero_run(
+    first_day: DayNumber,
+    daily: &[f32],
+    near_zero: f32,
+) -> (usize, DayNumber) {
     let (mut best, mut best_start, mut run, mut start) = (0usize, first_day, 0usize, first_day);
     for (t, v) in daily.iter().enumerate() {
         if v.is_nan() {
@@ -503,8 +571,13 @@ fn meter_features(
             values[3 * j + 1] = s.t;
             shifts[j] = Some(s);
         }
-        let mut last: Vec<f32> =
-            column.iter().rev().copied().filter(|v| !v.is_nan()).take(cfg.recent_weeks).collect();
+        let mut last: Vec<f32> = column
+            .iter()
+            .rev()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .take(cfg.recent_weeks)
+            .collect();
         let r = median(&mut last);
         recent[j] = r;
         values[3 * j + 2] = if spec.decrease { -r } else { r };
@@ -556,8 +629,12 @@ fn feature_floor(feature: usize) -> f32 {
 fn robust_reference(set: &FeatureSet) -> Vec<(f32, f32)> {
     (0..FEATURE_COUNT)
         .map(|j| {
-            let mut v: Vec<f32> =
-                set.meters.iter().map(|m| m.values[j]).filter(|v| !v.is_nan()).collect();
+            let mut v: Vec<f32> = set
+                .meters
+                .iter()
+                .map(|m| m.values[j])
+                .filter(|v| !v.is_nan())
+                .collect();
             let med = median(&mut v);
             let mut dev: Vec<f32> = v.iter().map(|x| (x - med).abs()).collect();
             let mad = median(&mut dev) * 1.4826;
@@ -588,7 +665,11 @@ pub fn score_unsupervised(set: &FeatureSet) -> Vec<TheftScore> {
             let raw = sum.sqrt();
             contributions.sort_by(|a, b| b.1.total_cmp(&a.1));
             let reasons = explain(m, contributions.iter().filter(|c| c.1 >= 3.0).map(|c| c.0));
-            TheftScore { meter_id: m.meter_id.clone(), score: 1.0 - (-raw / 10.0).exp(), reasons }
+            TheftScore {
+                meter_id: m.meter_id.clone(),
+                score: 1.0 - (-raw / 10.0).exp(),
+                reasons,
+            }
         })
         .collect()
 }
@@ -617,7 +698,10 @@ fn reason_text(m: &MeterFeatures, j: usize) -> Option<String> {
     if j == ZERO_RUN {
         let days = m.values[ZERO_RUN];
         return (days >= 1.0).then(|| {
-            format!("{days:.0} near-zero days in a row from {}", format_day(m.zero_run_start))
+            format!(
+                "{days:.0} near-zero days in a row from {}",
+                format_day(m.zero_run_start)
+            )
         });
     }
     let ind = j / 3;
@@ -629,10 +713,14 @@ fn reason_text(m: &MeterFeatures, j: usize) -> Option<String> {
         return Some(match INDICATORS[ind].name {
             "level" => format!("recent consumption {:.2}x the peer median", r.exp()),
             "zero_days" => format!("{:.0}% of recent days near zero", 100.0 * r),
-            "week_variation" => format!("recent weeks unusually flat (day-to-day variation {r:.2})"),
+            "week_variation" => {
+                format!("recent weeks unusually flat (day-to-day variation {r:.2})")
+            }
             "week_pattern" => format!("recent weekly pattern unlike peers (correlation {r:.2})"),
             "day_to_day" => format!("recent day-to-day changes unusually erratic ({r:.2})"),
-            "day_variation" => format!("recent daily load profile unusually flat (variation {r:.2})"),
+            "day_variation" => {
+                format!("recent daily load profile unusually flat (variation {r:.2})")
+            }
             "day_profile" => format!("recent daily load profile unlike peers (correlation {r:.2})"),
             _ => format!("recent interval readings unusually erratic ({r:.2})"),
         });
@@ -678,5 +766,9 @@ fn reason_text(m: &MeterFeatures, j: usize) -> Option<String> {
 
 /// Sorts scores highest first (ties by meter id, so output is deterministic).
 pub fn rank(scores: &mut [TheftScore]) {
-    scores.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.meter_id.cmp(&b.meter_id)));
+    scores.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.meter_id.cmp(&b.meter_id))
+    });
 }

@@ -68,7 +68,14 @@ pub enum Attack {
 }
 
 impl Attack {
-    pub const ALL: [Attack; 6] = [Attack::H1, Attack::H2, Attack::H3, Attack::H4, Attack::H5, Attack::H6];
+    pub const ALL: [Attack; 6] = [
+        Attack::H1,
+        Attack::H2,
+        Attack::H3,
+        Attack::H4,
+        Attack::H5,
+        Attack::H6,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -127,13 +134,22 @@ fn household(rng: &mut Rng, days: usize) -> Household {
     }
     Household {
         level_kwh: (8.0f64.ln() + 0.5 * rng.normal()).exp(),
-        winter: if rng.unit() < 0.5 { rng.uniform(0.1, 0.6) } else { rng.uniform(0.0, 0.15) },
-        summer: if rng.unit() < 0.4 { rng.uniform(0.1, 0.5) } else { rng.uniform(0.0, 0.1) },
+        winter: if rng.unit() < 0.5 {
+            rng.uniform(0.1, 0.6)
+        } else {
+            rng.uniform(0.0, 0.15)
+        },
+        summer: if rng.unit() < 0.4 {
+            rng.uniform(0.1, 0.5)
+        } else {
+            rng.uniform(0.0, 0.1)
+        },
         weekend: rng.uniform(0.85, 1.35),
         weekday: std::array::from_fn(|_| 1.0 + 0.05 * rng.normal()),
         phi: rng.uniform(0.3, 0.85),
         sigma: rng.uniform(0.08, 0.25),
-        change: (rng.unit() < 0.1).then(|| (rng.below(days / 5, days), (0.35 * rng.normal()).exp())),
+        change: (rng.unit() < 0.1)
+            .then(|| (rng.below(days / 5, days), (0.35 * rng.normal()).exp())),
         holidays,
         morning_h: rng.uniform(6.0, 9.0),
         evening_h: rng.uniform(17.5, 21.5),
@@ -141,7 +157,11 @@ fn household(rng: &mut Rng, days: usize) -> Household {
         evening_amp: rng.uniform(0.8, 2.5),
         base_share: rng.uniform(0.3, 0.8),
         interval_sigma: rng.uniform(0.15, 0.45),
-        missing_rate: if rng.unit() < 0.5 { 0.0 } else { rng.uniform(0.002, 0.05) },
+        missing_rate: if rng.unit() < 0.5 {
+            0.0
+        } else {
+            rng.uniform(0.002, 0.05)
+        },
         gap: (rng.unit() < 0.1).then(|| {
             let len = rng.below(7, 60);
             let start = rng.below(0, days.saturating_sub(len).max(1));
@@ -180,22 +200,32 @@ pub fn generate_population(cfg: &SynthConfig, seed: u64) -> Vec<MeterHistory> {
                 })
                 .collect();
             let profile_sum: f64 = profile.iter().sum();
-            for t in 0..cfg.days {
+            for (t, weather_t) in weather.iter().enumerate() {
                 let day = cfg.first_day + t as i32;
-                let doy = f64::from((day - crate::history::days_from_civil(
-                    crate::history::civil_from_days(day).0, 1, 1,
-                )) as i16);
+                let doy = f64::from(
+                    (day - crate::history::days_from_civil(
+                        crate::history::civil_from_days(day).0,
+                        1,
+                        1,
+                    )) as i16,
+                );
                 let season = 1.0
-                    + hh.winter * (std::f64::consts::TAU * (doy - 15.0) / 365.25).cos().max(0.0)
-                    + hh.summer * (std::f64::consts::TAU * (doy - 200.0) / 365.25).cos().max(0.0);
+                    + hh.winter
+                        * (std::f64::consts::TAU * (doy - 15.0) / 365.25)
+                            .cos()
+                            .max(0.0)
+                    + hh.summer
+                        * (std::f64::consts::TAU * (doy - 200.0) / 365.25)
+                            .cos()
+                            .max(0.0);
                 let wd = (day + 3).rem_euclid(7) as usize;
                 let week = hh.weekday[wd] * if wd >= 5 { hh.weekend } else { 1.0 };
                 e = hh.phi * e + hh.sigma * (1.0 - hh.phi * hh.phi).sqrt() * rng.normal();
-                let mut total = hh.level_kwh * season * week * (e + weather[t]).exp();
-                if let Some((at, f)) = hh.change {
-                    if t >= at {
-                        total *= f;
-                    }
+                let mut total = hh.level_kwh * season * week * (e + weather_t).exp();
+                if let Some((at, f)) = hh.change
+                    && t >= at
+                {
+                    total *= f;
                 }
                 for &(a, b, f) in &hh.holidays {
                     if (a..b).contains(&t) {
@@ -214,7 +244,11 @@ pub fn generate_population(cfg: &SynthConfig, seed: u64) -> Vec<MeterHistory> {
                     let s: f64 = noisy.iter().sum::<f64>() / profile_sum;
                     for v in noisy {
                         let miss = cfg.missing && (missing_day || rng.unit() < hh.missing_rate);
-                        kwh.push(if miss { f32::NAN } else { (total * v / (profile_sum * s)) as f32 });
+                        kwh.push(if miss {
+                            f32::NAN
+                        } else {
+                            (total * v / (profile_sum * s)) as f32
+                        });
                     }
                 }
             }
@@ -244,7 +278,10 @@ pub fn inject(history: &mut MeterHistory, attack: Attack, start: usize, rng: &mu
         Attack::H2 => {
             if ipd == 1 {
                 let len = rng.below(14, 113).min(values.len());
-                values[..len].iter_mut().filter(|v| !v.is_nan()).for_each(|v| *v = 0.0);
+                values[..len]
+                    .iter_mut()
+                    .filter(|v| !v.is_nan())
+                    .for_each(|v| *v = 0.0);
             } else {
                 for day in values.chunks_mut(ipd) {
                     let min_len = ipd / 6;
@@ -258,7 +295,9 @@ pub fn inject(history: &mut MeterHistory, attack: Attack, start: usize, rng: &mu
                 }
             }
         }
-        Attack::H3 => values.iter_mut().for_each(|v| *v *= rng.uniform(0.2, 0.8) as f32),
+        Attack::H3 => values
+            .iter_mut()
+            .for_each(|v| *v *= rng.uniform(0.2, 0.8) as f32),
         Attack::H4 | Attack::H5 | Attack::H6 => {
             for chunk in values.chunks_mut(window) {
                 let (n, s) = chunk
@@ -273,7 +312,10 @@ pub fn inject(history: &mut MeterHistory, attack: Attack, start: usize, rng: &mu
                     Attack::H4 => chunk.iter_mut().filter(|v| !v.is_nan()).for_each(|v| {
                         *v = mean * rng.uniform(0.2, 0.8) as f32;
                     }),
-                    Attack::H5 => chunk.iter_mut().filter(|v| !v.is_nan()).for_each(|v| *v = mean),
+                    Attack::H5 => chunk
+                        .iter_mut()
+                        .filter(|v| !v.is_nan())
+                        .for_each(|v| *v = mean),
                     _ => chunk.reverse(),
                 }
             }
