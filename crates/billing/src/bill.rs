@@ -209,6 +209,8 @@ impl Bill {
         energy: EnergySummary,
     ) -> Bill {
         let (account, tariff_id, currency, cycle, status) = header;
+        let previous_balance = currency.round(previous_balance);
+        let payments = currency.round(payments);
         let subtotal: Decimal = lines.iter().filter(|l| !l.kind.is_tax()).map(|l| l.amount).sum();
         let taxes: Decimal = lines.iter().filter(|l| l.kind.is_tax()).map(|l| l.amount).sum();
         let total = subtotal + taxes;

@@ -112,8 +112,12 @@ impl Currency {
     }
 
     /// Rounds an exact amount to the minor unit with the currency's rule.
+    /// The result always carries exactly `minor_unit` decimals (50 → 50.00), so amounts print
+    /// the same way everywhere.
     pub fn round(&self, amount: Decimal) -> Decimal {
-        amount.round_dp_with_strategy(self.minor_unit, self.rounding.strategy())
+        let mut rounded = amount.round_dp_with_strategy(self.minor_unit, self.rounding.strategy());
+        rounded.rescale(self.minor_unit);
+        rounded
     }
 }
 
