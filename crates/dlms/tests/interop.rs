@@ -1,0 +1,161 @@
+//! Interoperability with the Gurux DLMS library for Python (PyPI `gurux-dlms`), an independent
+//! implementation used only as a test peer: the Gurux client reads our server over the TCP
+//! wrapper with the public, LLS and HLS-GMAC + suite 0 associations.
+//!
+//! Needs `python3` with `pip install gurux-dlms`. Set `WATTLINE_SKIP_GURUX=1` to skip where it
+//! cannot be installed; otherwise a missing package fails the test with that instruction.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_free::Line;
+
+use dlms::CounterStore;
+
+use crate::loopback::demo_server;
+use crate::support::demo_meter::{self, RelayOperation};
+
+/// Tiny JSON-lines reader for the script's output (keys and scalar/array values only), so the
+/// test needs no JSON dependency.
+mod serde_free {
+    #[derive(Debug)]
+    pub struct Line(pub String);
+
+    impl Line {
+        /// The raw text of `"key": value` up to the next top-level comma or brace.
+        pub fn get(&self, key: &str) -> Option<&str> {
+            let pat = format!("\"{key}\": ");
+            let start = self.0.find(&pat)? + pat.len();
+            let rest = &self.0[start..];
+            let mut depth = 0i32;
+            let mut in_str = false;
+            for (i, ch) in rest.char_indices() {
+                match ch {
+                    '"' => in_str = !in_str,
+                    '[' | '{' if !in_str => depth += 1,
+                    ']' | '}' if !in_str && depth > 0 => depth -= 1,
+                    ',' | '}' if !in_str && depth == 0 => return Some(rest[..i].trim()),
+                    _ => {}
+                }
+            }
+            Some(rest.trim())
+        }
+
+        pub fn event(&self) -> &str {
+            self.get("event").unwrap_or("").trim_matches('"')
+        }
+    }
+}
+
+fn skip() -> bool {
+    std::env::var("WATTLINE_SKIP_GURUX").is_ok_and(|v| v == "1")
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+}
+
+fn check_gurux_installed() {
+    let out = Command::new(python()).args(["-c", "import gurux_dlms"]).output().expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "the interoperability tests need the Gurux DLMS library: run `pip install gurux-dlms` (or set WATTLINE_SKIP_GURUX=1): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_gurux(addr: std::net::SocketAddr, mode: &str, extra: &[String]) -> Vec<Line> {
+    let out = Command::new(python())
+        .arg(script("gurux_client.py"))
+        .args([addr.ip().to_string(), addr.port().to_string(), mode.to_string()])
+        .args(extra)
+        .output()
+        .expect("start python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "gurux client ({mode}) failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().map(|l| Line(l.to_string())).collect()
+}
+
+fn find<'a>(lines: &'a [Line], event: &str) -> &'a Line {
+    lines.iter().find(|l| l.event() == event).unwrap_or_else(|| panic!("no {event} in {lines:?}"))
+}
+
+fn check_clock(lines: &[Line]) {
+    let clock = find(lines, "clock").get("value").unwrap().trim_matches('"').to_string();
+    // Gurux prints local meter time; the demo meter runs on UTC.
+    let now = dlms::DateTime::from_unix(demo_meter::now_unix(), 0, dlms::DeviationConvention::UtcMinusLocal);
+    let expect = format!("{:04}-{:02}-{:02}T{:02}:", now.year, now.month, now.day, now.hour);
+    assert!(clock.starts_with(&expect[..11]), "gurux read clock {clock}, meter says {expect}");
+}
+
+#[test]
+fn gurux_client_reads_public_association() {
+    if skip() {
+        return;
+    }
+    check_gurux_installed();
+    let (server, _, _) = demo_server();
+    let lines = run_gurux(server.addr, "public", &[]);
+    find(&lines, "associated");
+    check_clock(&lines);
+    assert_eq!(find(&lines, "register_denied").get("ok"), Some("true"), "{lines:?}");
+    find(&lines, "released");
+}
+
+#[test]
+fn gurux_client_reads_lls_association() {
+    if skip() {
+        return;
+    }
+    check_gurux_installed();
+    let (server, meter, _) = demo_server();
+    let initial = meter.lock().unwrap().import_wh;
+    let lines = run_gurux(server.addr, "lls", &[]);
+    check_clock(&lines);
+    let reg = lines.iter().find(|l| l.event() == "register" && l.get("ln") == Some("\"1.0.1.8.0.255\"")).expect("import register");
+    let wh: f64 = reg.get("value").unwrap().parse().unwrap();
+    let now_wh = {
+        let mut m = meter.lock().unwrap();
+        m.update(demo_meter::now_unix());
+        m.import_wh
+    };
+    assert!(wh >= initial.floor() && wh <= now_wh.ceil(), "gurux read {wh} Wh, meter {initial}..{now_wh}");
+    assert_eq!(reg.get("unit"), Some("30"), "Wh");
+    let by_entry = find(&lines, "profile_by_entry");
+    assert_eq!(by_entry.get("capture_objects"), Some("3"));
+    assert_eq!(by_entry.get("period"), Some("900"));
+    let rows = by_entry.get("rows").unwrap();
+    assert_eq!(rows.matches("], [").count() + 1, 10, "{rows}");
+    let first_wh = match &meter.lock().unwrap().profile.rows[0][1] {
+        dlms::Data::DoubleLongUnsigned(v) => *v,
+        other => panic!("{other:?}"),
+    };
+    assert!(rows.contains(&format!("\"{first_wh}\"")), "first row energy {first_wh} in {rows}");
+    assert_eq!(find(&lines, "profile_all").get("rows"), Some("96"));
+    // The reader association may not operate the relay.
+    assert_eq!(find(&lines, "disconnect").get("ok"), Some("false"));
+    assert!(meter.lock().unwrap().relay_log.is_empty());
+}
+
+#[test]
+fn gurux_client_operates_relay_over_hls_gmac_suite_0() {
+    if skip() {
+        return;
+    }
+    check_gurux_installed();
+    let (server, meter, counters) = demo_server();
+    // Gurux starts from the counter the meter expects, as a head-end reads it first.
+    let next = counters.lock().unwrap().last_received(&crate::loopback::CLIENT_TITLE).map_or(1, |c| c + 1);
+    let lines = run_gurux(server.addr, "hls", &[next.to_string()]);
+    find(&lines, "associated");
+    check_clock(&lines);
+    assert_eq!(find(&lines, "disconnect").get("control_state"), Some("0"), "{lines:?}");
+    assert_eq!(find(&lines, "reconnect").get("control_state"), Some("2"));
+    assert_eq!(meter.lock().unwrap().relay_log, vec![RelayOperation::RemoteDisconnect(1), RelayOperation::RemoteReconnect(1)]);
+    assert!(counters.lock().unwrap().last_received(&crate::loopback::CLIENT_TITLE).unwrap() > next);
+    find(&lines, "released");
+}

@@ -1,0 +1,150 @@
+//! A small std TCP server around the sans-IO [`dlms::Server`] (one thread per connection), and a
+//! blocking driver for [`dlms::Client`]. Test and example plumbing only.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dlms::wrapper::{self, StreamDecoder};
+use dlms::{Client, Env, Event, MemoryCounterStore, ObjectAccess, Server, ServerConfig};
+
+/// Random bytes for HLS challenges from the std hasher's per-process random keys: adequate for
+/// a test server, not for a meter (which uses a CSPRNG).
+pub fn fill_random(buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        let mut h = RandomState::new().build_hasher();
+        h.write_usize(chunk.as_ptr() as usize);
+        let v = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Serves `meter` on a free loopback port.
+    pub fn spawn<M: ObjectAccess + Send + 'static>(
+        config: ServerConfig,
+        meter: Arc<Mutex<M>>,
+        counters: Arc<Mutex<MemoryCounterStore>>,
+    ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (config, meter, counters) = (config.clone(), meter.clone(), counters.clone());
+                        std::thread::spawn(move || serve(stream, config, meter, counters));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        TestServer { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, meter: Arc<Mutex<M>>, counters: Arc<Mutex<MemoryCounterStore>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut server = Server::new(config);
+    let mut decoder = StreamDecoder::new(4096);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => return, // corrupt stream: close it
+            };
+            let reply = {
+                let mut meter = meter.lock().expect("meter lock");
+                let mut counters = counters.lock().expect("counter lock");
+                let mut random = fill_random;
+                let mut env = Env { objects: &mut *meter, counters: &mut *counters, random: &mut random };
+                server.handle_wrapper_frame(&frame, &mut env)
+            };
+            if let Some(bytes) = reply {
+                if stream.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Our client over a TCP wrapper connection.
+pub struct ClientConn {
+    stream: TcpStream,
+    decoder: StreamDecoder,
+    pub client: Client,
+    pub counters: MemoryCounterStore,
+}
+
+impl ClientConn {
+    pub fn connect(addr: SocketAddr, client: Client, counters: MemoryCounterStore) -> std::io::Result<ClientConn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(ClientConn { stream, decoder: StreamDecoder::new(65_535), client, counters })
+    }
+
+    /// Sends raw APDU bytes and returns the raw APDU answered.
+    pub fn raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, String> {
+        let cfg = self.client.config().clone();
+        let frame = wrapper::frame(cfg.client_sap, cfg.server_logical_device, apdu).map_err(|e| e.to_string())?;
+        self.stream.write_all(&frame).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+                return Ok(f.apdu);
+            }
+            let n = self.stream.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    /// Sends `apdu` and follows `Event::Send` continuations until a final event.
+    pub fn exchange(&mut self, mut apdu: Vec<u8>) -> Result<Event, String> {
+        loop {
+            let reply = self.raw(&apdu)?;
+            match self.client.handle(&reply, &mut self.counters).map_err(|e| e.to_string())? {
+                Event::Send(next) => apdu = next,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    pub fn associate(&mut self) -> Result<Event, String> {
+        let aarq = self.client.associate(&mut self.counters).map_err(|e| e.to_string())?;
+        self.exchange(aarq)
+    }
+}
