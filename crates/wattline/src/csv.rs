@@ -15,8 +15,9 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// The longest line accepted. A waveform row is a few dozen bytes; a longer line is not CSV
 /// waveform data, and the limit keeps memory bounded on such input.
 pub const MAX_LINE_BYTES: usize = 1 << 16;
-/// Rows read ahead when a `t` column is present, to derive the sample rate from the mean step
-/// rather than from a single (rounded) interval.
+/// Rows read when the file is opened: with a `t` column they give the sample rate from the mean
+/// step rather than from one (rounded) interval, and in any file a bad row among them is
+/// reported before any output.
 pub const LOOKAHEAD_ROWS: usize = 1 << 16;
 /// Relative deviation of one time step from the mean step that still counts as uniform. Rounded
 /// time stamps (six decimals at 7 kHz) jitter by under 1 %; a missing sample doubles the step.
@@ -52,6 +53,7 @@ pub struct CsvReader<R> {
     layout: Layout,
     rate_hz: f64,
     time: Option<TimeTrack>,
+    start_time_s: Option<f64>,
     /// Frames read during `new` (the look-ahead), served before anything else.
     ahead: Vec<f64>,
     ahead_pos: usize,
@@ -92,6 +94,7 @@ impl<R: Read> CsvReader<R> {
             layout: Layout::SinglePhase,
             rate_hz: 0.0,
             time: None,
+            start_time_s: None,
             ahead: Vec::new(),
             ahead_pos: 0,
         };
@@ -103,6 +106,11 @@ impl<R: Read> CsvReader<R> {
     /// The conductors the file holds.
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// The `t` of the first row, when the file has a `t` column.
+    pub fn start_time_s(&self) -> Option<f64> {
+        self.start_time_s
     }
 
     /// The sample rate, from `--rate` or derived from the `t` column.
@@ -217,10 +225,7 @@ impl<R: Read> CsvReader<R> {
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return Err(Error::new(
-                        ErrorKind::Io(e),
-                        Location::Line(self.line + 1),
-                    ));
+                    return Err(Error::new(ErrorKind::Io(e), Location::Line(self.line + 1)));
                 }
             }
         }
@@ -297,13 +302,14 @@ impl<R: Read> CsvReader<R> {
             .any(|n| has(n));
         self.layout = match (single, three) {
             (true, true) => {
-                return Err(Error::new(
-                    ErrorKind::MixedLayout,
-                    Location::Line(line),
-                ));
+                return Err(Error::new(ErrorKind::MixedLayout, Location::Line(line)));
             }
-            (false, true) if has("in") => Layout::ThreePhaseFourWire { neutral_measured: true },
-            (false, true) => Layout::ThreePhaseFourWire { neutral_measured: false },
+            (false, true) if has("in") => Layout::ThreePhaseFourWire {
+                neutral_measured: true,
+            },
+            (false, true) => Layout::ThreePhaseFourWire {
+                neutral_measured: false,
+            },
             _ => Layout::SinglePhase,
         };
         let missing: Vec<&str> = self
@@ -322,12 +328,7 @@ impl<R: Read> CsvReader<R> {
         let order = self.layout.channel_names();
         self.slots = names
             .iter()
-            .map(|n| {
-                order
-                    .iter()
-                    .position(|c| c == n)
-                    .map_or(TIME, |i| i as u8)
-            })
+            .map(|n| order.iter().position(|c| c == n).map_or(TIME, |i| i as u8))
             .collect();
         self.time_column = names.iter().position(|n| n == "t");
         for (index, scale) in self.scales.iter_mut().enumerate() {
@@ -349,8 +350,9 @@ impl<R: Read> CsvReader<R> {
                 .rate_hz
                 .ok_or_else(|| Error::new(ErrorKind::RateRequired, Location::File))?;
             self.rate_hz = check_rate(rate_hz, Location::File)?;
+            // Read ahead here too, so that a bad row near the top is reported before any output.
             let mut ahead = Vec::new();
-            if self.parse_frames(&mut ahead, 1, None)? == 0 {
+            if self.parse_frames(&mut ahead, LOOKAHEAD_ROWS, None)? == 0 {
                 return Err(Error::new(ErrorKind::Empty, Location::File));
             }
             self.ahead = ahead;
@@ -365,6 +367,7 @@ impl<R: Read> CsvReader<R> {
         }
         let (first_s, _) = times[0];
         let (last_s, _) = times[rows - 1];
+        self.start_time_s = Some(first_s);
         let rate_hz = if rows >= 2 {
             // Check every step against the median step, which one bad row cannot move; then
             // take the rate from the mean step, which rounding of the time stamps cannot bias.
@@ -393,16 +396,16 @@ impl<R: Read> CsvReader<R> {
             };
             self.time = Some(track);
             let derived_hz = 1.0 / step_s;
-            if let Some(given_hz) = options.rate_hz {
-                if (given_hz - derived_hz).abs() > RATE_AGREEMENT * derived_hz {
-                    return Err(Error::new(
-                        ErrorKind::RateMismatch {
-                            given_hz,
-                            file_hz: derived_hz,
-                        },
-                        Location::File,
-                    ));
-                }
+            if let Some(given_hz) = options.rate_hz
+                && (given_hz - derived_hz).abs() > RATE_AGREEMENT * derived_hz
+            {
+                return Err(Error::new(
+                    ErrorKind::RateMismatch {
+                        given_hz,
+                        file_hz: derived_hz,
+                    },
+                    Location::File,
+                ));
             }
             derived_hz
         } else {
@@ -457,10 +460,7 @@ fn time_error(previous_s: f64, this_s: f64, step_s: f64) -> ErrorKind {
             expected_s: step_s,
         }
     } else {
-        ErrorKind::TimeNotIncreasing {
-            previous_s,
-            this_s,
-        }
+        ErrorKind::TimeNotIncreasing { previous_s, this_s }
     }
 }
 
@@ -585,7 +585,12 @@ mod tests {
     fn columns_in_any_order_map_to_canonical_order() {
         let text = "ic,in,ib,ia,vc,vb,va\n7,8,6,5,3,2,1\n";
         let reader = open(text, Some(1000.0)).unwrap();
-        assert_eq!(reader.layout(), Layout::ThreePhaseFourWire { neutral_measured: true });
+        assert_eq!(
+            reader.layout(),
+            Layout::ThreePhaseFourWire {
+                neutral_measured: true
+            }
+        );
         let frames = read_all(text, Some(1000.0)).unwrap();
         assert_eq!(frames, [1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 8.0]);
     }
@@ -673,10 +678,7 @@ mod tests {
         text.push_str("25.000000,1,oops\n");
         assert_eq!(
             error(&text, None),
-            format!(
-                "line {}, column 3 (i): \"oops\" is not a number",
-                rows + 2
-            )
+            format!("line {}, column 3 (i): \"oops\" is not a number", rows + 2)
         );
     }
 
@@ -704,7 +706,10 @@ mod tests {
         }
         let gap = text.clone() + "0.101,1,2\n";
         let message = error(&gap, None);
-        assert!(message.starts_with("line 102, column 1 (t): the time step is"), "{message}");
+        assert!(
+            message.starts_with("line 102, column 1 (t): the time step is"),
+            "{message}"
+        );
         let back = text.clone() + "0.05,1,2\n";
         assert!(error(&back, None).starts_with("line 102, column 1 (t): time goes from"));
         // Within the look-ahead too.

@@ -149,10 +149,7 @@ impl fmt::Display for ErrorKind {
                 f,
                 "--rate {given_hz} Hz disagrees with the file's own rate of {file_hz} Hz"
             ),
-            ErrorKind::TimeNotIncreasing {
-                previous_s,
-                this_s,
-            } => write!(
+            ErrorKind::TimeNotIncreasing { previous_s, this_s } => write!(
                 f,
                 "time goes from {previous_s} s to {this_s} s; t must increase from row to row"
             ),

@@ -141,6 +141,14 @@ impl<R: Read> Waveform<R> {
         }
     }
 
+    /// The time of the first sample on the recording's own axis (a CSV `t` column), if any.
+    pub fn start_time_s(&self) -> Option<f64> {
+        match &self.inner {
+            Inner::Csv(r) => r.start_time_s(),
+            Inner::Wav(_) => None,
+        }
+    }
+
     /// Samples per second per channel.
     pub fn sample_rate_hz(&self) -> f64 {
         match &self.inner {

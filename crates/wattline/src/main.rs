@@ -27,6 +27,10 @@ enum Command {
     /// Regenerate the bundled example recordings in testdata/ (developer tool).
     #[command(hide = true)]
     MakeTestdata(cmd::make_testdata::Args),
+    /// Score consumption histories for electricity theft, or train the scoring model from
+    /// inspection results.
+    #[command(after_help = cmd::theft::EXAMPLES)]
+    Theft(cmd::theft::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::MakeTestdata(args) => cmd::make_testdata::run(args),
+        Command::Theft(args) => cmd::theft::run(args),
     };
     cmd::exit_code(outcome)
 }

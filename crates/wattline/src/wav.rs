@@ -196,16 +196,16 @@ impl<R: Read> WavReader<R> {
                     self.remaining = (size != SIZE_UNKNOWN).then_some(u64::from(size));
                     self.layout = layout;
                     self.encoding = encoding;
-                    if let Some(given_hz) = options.rate_hz {
-                        if (given_hz - rate_hz).abs() > RATE_AGREEMENT * rate_hz {
-                            return Err(Error::new(
-                                ErrorKind::RateMismatch {
-                                    given_hz,
-                                    file_hz: rate_hz,
-                                },
-                                Location::File,
-                            ));
-                        }
+                    if let Some(given_hz) = options.rate_hz
+                        && (given_hz - rate_hz).abs() > RATE_AGREEMENT * rate_hz
+                    {
+                        return Err(Error::new(
+                            ErrorKind::RateMismatch {
+                                given_hz,
+                                file_hz: rate_hz,
+                            },
+                            Location::File,
+                        ));
                     }
                     for (index, scale) in self.scales.iter_mut().enumerate() {
                         *scale = if is_voltage(layout, index) {
@@ -234,7 +234,10 @@ impl<R: Read> WavReader<R> {
             // WAVEFORMATEXTENSIBLE: the real format is the first two bytes of the sub-format GUID.
             if body.len() < 40 {
                 return Err(wav_error(
-                    format!("an extensible fmt chunk needs 40 bytes, this one has {}", body.len()),
+                    format!(
+                        "an extensible fmt chunk needs 40 bytes, this one has {}",
+                        body.len()
+                    ),
                     at - 4,
                 ));
             }
@@ -263,8 +266,12 @@ impl<R: Read> WavReader<R> {
         };
         let layout = match channels {
             2 => Layout::SinglePhase,
-            6 => Layout::ThreePhaseFourWire { neutral_measured: false },
-            7 => Layout::ThreePhaseFourWire { neutral_measured: true },
+            6 => Layout::ThreePhaseFourWire {
+                neutral_measured: false,
+            },
+            7 => Layout::ThreePhaseFourWire {
+                neutral_measured: true,
+            },
             _ => {
                 return Err(wav_error(
                     format!(
@@ -330,7 +337,9 @@ impl<R: Read> WavReader<R> {
         let mut left = bytes;
         let mut scratch = [0u8; 4096];
         while left > 0 {
-            let n = usize::try_from(left).unwrap_or(usize::MAX).min(scratch.len());
+            let n = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(scratch.len());
             let got = self.read_into(&mut scratch[..n])?;
             if got < n {
                 return Err(Error::new(
@@ -358,7 +367,9 @@ fn decode(encoding: Encoding, b: &[u8]) -> f64 {
             let wide = i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8;
             f64::from(wide) / 8_388_608.0
         }
-        Encoding::Int32 => f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])) / 2_147_483_648.0,
+        Encoding::Int32 => {
+            f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])) / 2_147_483_648.0
+        }
         Encoding::Float32 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         Encoding::Float64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
     }
@@ -421,10 +432,16 @@ mod tests {
         let data = [0x00, 0x00, 0x80, 0xff, 0xff, 0x7f];
         let (_, _, out) = read(&wav(1, 2, 24, 1000, &data), &ReadOptions::default()).unwrap();
         assert_eq!(out, [-1.0, 8_388_607.0 / 8_388_608.0]);
-        let data: Vec<u8> = [i32::MIN, 1 << 30].iter().flat_map(|s| s.to_le_bytes()).collect();
+        let data: Vec<u8> = [i32::MIN, 1 << 30]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
         let (_, _, out) = read(&wav(1, 2, 32, 1000, &data), &ReadOptions::default()).unwrap();
         assert_eq!(out, [-1.0, 0.5]);
-        let data: Vec<u8> = [0.25f32, -0.5].iter().flat_map(|s| s.to_le_bytes()).collect();
+        let data: Vec<u8> = [0.25f32, -0.5]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
         let (_, _, out) = read(&wav(3, 2, 32, 1000, &data), &ReadOptions::default()).unwrap();
         assert_eq!(out, [0.25, -0.5]);
     }
@@ -433,14 +450,20 @@ mod tests {
     fn seven_channels_are_three_phase_with_neutral() {
         let data = vec![0u8; 7 * 2 * 3];
         let (layout, _, out) = read(&wav(1, 7, 16, 1000, &data), &ReadOptions::default()).unwrap();
-        assert_eq!(layout, Layout::ThreePhaseFourWire { neutral_measured: true });
+        assert_eq!(
+            layout,
+            Layout::ThreePhaseFourWire {
+                neutral_measured: true
+            }
+        );
         assert_eq!(out.len(), 21);
     }
 
     #[test]
     fn bad_files_give_located_errors() {
         let ok = wav(1, 2, 16, 8000, &[0; 8]);
-        let message = |file: &[u8], options: &ReadOptions| read(file, options).unwrap_err().to_string();
+        let message =
+            |file: &[u8], options: &ReadOptions| read(file, options).unwrap_err().to_string();
         let defaults = ReadOptions::default();
         assert_eq!(
             message(&wav(1, 3, 16, 8000, &[0; 12]), &defaults),
@@ -456,7 +479,10 @@ mod tests {
             ..defaults
         };
         assert!(message(&ok, &given).contains("disagrees"));
-        let nan: Vec<u8> = [0.0f32, f32::NAN].iter().flat_map(|s| s.to_le_bytes()).collect();
+        let nan: Vec<u8> = [0.0f32, f32::NAN]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
         assert_eq!(
             message(&wav(3, 2, 32, 1000, &nan), &defaults),
             "byte 60: \"NaN\" is not a finite number"

@@ -91,6 +91,8 @@ pub fn run(args: &Args) -> Outcome {
     };
     let layout = recording.layout();
     let rate_hz = recording.sample_rate_hz();
+    // Report window starts on the file's own time axis (a scope's t starts before the trigger).
+    let start_s = recording.start_time_s().unwrap_or(0.0);
     let config = match layout {
         Layout::SinglePhase => AnalyzerConfig::single_phase(rate_hz, nominal),
         Layout::ThreePhaseFourWire { neutral_measured } => {
@@ -110,7 +112,13 @@ pub fn run(args: &Args) -> Outcome {
     };
     let mut summary = Summary::new(layout);
     if !args.json {
-        out.text.push_str(&describe(path, recording.format(), layout, rate_hz, nominal));
+        out.text.push_str(&describe(
+            path,
+            recording.format(),
+            layout,
+            rate_hz,
+            nominal,
+        ));
         table_header(&mut out.text, layout);
     }
 
@@ -126,9 +134,9 @@ pub fn run(args: &Args) -> Outcome {
             Err(e) => break Some(e),
         }
         analyzer
-            .push(&frames, |report| windows.push(*report))
+            .push_frames(&frames, |report| windows.push(*report))
             .with_context(|| format!("{name}: analysis failed"))?;
-        if !emit(&mut out, &mut summary, &mut windows)? {
+        if !emit(&mut out, &mut summary, &mut windows, start_s)? {
             return Ok(());
         }
     };
@@ -137,7 +145,7 @@ pub fn run(args: &Args) -> Outcome {
     analyzer
         .finish(|report| windows.push(*report))
         .with_context(|| format!("{name}: analysis failed"))?;
-    if !emit(&mut out, &mut summary, &mut windows)? {
+    if !emit(&mut out, &mut summary, &mut windows, start_s)? {
         return Ok(());
     }
     if let Some(e) = read_error {
@@ -248,8 +256,10 @@ fn emit<W: Write>(
     out: &mut Output<W>,
     summary: &mut Summary,
     windows: &mut Vec<WindowReport>,
+    start_s: f64,
 ) -> Result<bool, Failure> {
-    for report in windows.drain(..) {
+    for mut report in windows.drain(..) {
+        report.t0_s += start_s;
         summary.add(&report);
         if out.json {
             let line = WindowLine {
@@ -294,8 +304,13 @@ fn describe(
             neutral_measured: false,
         } => "three phase, four wire",
     };
+    let legend = if layout.phases() > 1 {
+        "Σ rows: totals; V and I are the effective V_e and I_e, S is S_e (IEEE 1459-2010 §3.2.2)\n"
+    } else {
+        ""
+    };
     format!(
-        "{}: {kind}, {wiring} ({}), {} samples/s, {} Hz nominal ({} cycles per window)\n\n",
+        "{}: {kind}, {wiring} ({}), {} samples/s, {} Hz nominal ({} cycles per window)\n{legend}\n",
         path.display(),
         layout.channel_names().join(", "),
         trim_number(rate_hz),
@@ -310,7 +325,7 @@ fn trim_number(x: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-const TABLE_HEADER: &str = "      t0_s    f_Hz  ph    V_rms    I_rms       P_W     Q_var      S_VA      PF     DPF   angle°  THD_V%  THD_I%  flags";
+const TABLE_HEADER: &str = "      t0_s  cyc    f_Hz  ph    V_rms    I_rms       P_W     Q_var      S_VA      PF     DPF   angle°  THD_V%  THD_I%  flags";
 
 fn table_header(text: &mut String, _layout: Layout) {
     text.push_str(TABLE_HEADER);
@@ -323,10 +338,14 @@ fn table_rows(text: &mut String, w: &WindowReport) {
     for (k, p) in w.phases.iter().enumerate() {
         let phase = ["a", "b", "c"][k.min(2)];
         let (t0, f) = if k == 0 {
-            (format!("{:10.3}", w.t0_s), format!("{:7.3}", w.freq_hz))
+            (
+                format!("{:10.3} {:4}", w.t0_s, w.cycles),
+                format!("{:7.3}", w.freq_hz),
+            )
         } else {
-            (" ".repeat(10), " ".repeat(7))
+            (" ".repeat(15), " ".repeat(7))
         };
+        let start = text.len();
         let _ = writeln!(
             text,
             "{t0} {f}  {phase:>2} {:8.2} {:8.4} {:9.2} {:9.2} {:9.2} {:7.4} {:7.4} {:8.2} {:7.2} {:7.2}  {}",
@@ -342,6 +361,7 @@ fn table_rows(text: &mut String, w: &WindowReport) {
             p.i_thd_pct,
             if k == 0 { flags.as_str() } else { "" },
         );
+        trim_line_end(text, start);
     }
     if w.phases.len() > 1 {
         let t = &w.total;
@@ -352,23 +372,22 @@ fn table_rows(text: &mut String, w: &WindowReport) {
         if let (Some(v_u), Some(i_u)) = (w.v_unbalance_pct, w.i_unbalance_pct) {
             let _ = write!(extra, ", unbalance V {v_u:.2} % I {i_u:.2} %");
         }
+        let start = text.len();
         let _ = writeln!(
             text,
-            "{:18}  {:>2} {:8.2} {:8.4} {:9.2} {:9.2} {:9.2} {:7.4} {:>7} {:>8} {:>7} {:>7}  {extra}",
-            "",
-            "Σ",
-            t.v_e_rms,
-            t.i_e_rms,
-            t.p_w,
-            t.q_var,
-            t.s_va,
-            t.pf,
-            "",
-            "",
-            "",
-            "",
+            "{:23}  {:>2} {:8.2} {:8.4} {:9.2} {:9.2} {:9.2} {:7.4} {:>7} {:>8} {:>7} {:>7}  {extra}",
+            "", "Σ", t.v_e_rms, t.i_e_rms, t.p_w, t.q_var, t.s_va, t.pf, "", "", "", "",
         );
+        trim_line_end(text, start);
     }
+}
+
+/// Removes the spaces a line of `text` starting at `start` ends with (an empty flags column).
+fn trim_line_end(text: &mut String, start: usize) {
+    let line = text[start..].trim_end();
+    let keep = start + line.len();
+    text.truncate(keep);
+    text.push('\n');
 }
 
 fn flag_names(flags: &WindowFlags) -> String {
@@ -581,14 +600,16 @@ impl Summary {
             trim_number(rate_hz),
             line.freq_hz,
         );
-        let _ = writeln!(
-            text,
-            "  mean     ph    V_rms    I_rms       P_W     Q_var      S_VA      PF     DPF           THD_V%  THD_I%"
-        );
+        // The window table's columns from `ph` on, without the angle and flags.
+        let columns = TABLE_HEADER[25..]
+            .trim_end_matches("flags")
+            .trim_end()
+            .replace("angle°", "      ");
+        let _ = writeln!(text, "{:<25}{columns}", "  mean");
         for p in &line.phases {
             let _ = writeln!(
                 text,
-                "  {:16}  {:>2} {:8.2} {:8.4} {:9.2} {:9.2} {:9.2} {:7.4} {:7.4} {:>8} {:7.2} {:7.2}",
+                "  {:21}  {:>2} {:8.2} {:8.4} {:9.2} {:9.2} {:9.2} {:7.4} {:7.4} {:>8} {:7.2} {:7.2}",
                 "",
                 p.phase,
                 p.v_rms,
@@ -607,7 +628,7 @@ impl Summary {
             let t = &line.total;
             let _ = writeln!(
                 text,
-                "  {:16}  {:>2} {:8} {:8} {:9.2} {:9.2} {:9.2} {:7.4}",
+                "  {:21}  {:>2} {:8} {:8} {:9.2} {:9.2} {:9.2} {:7.4}",
                 "", "Σ", "", "", t.p_w, t.q_var, t.s_va, t.pf,
             );
         }

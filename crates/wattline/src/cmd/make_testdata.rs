@@ -38,7 +38,9 @@ fn tone(rms: f64, order: f64, phase_deg: f64) -> Tone {
 fn wave(tones: &[Tone], f_hz: f64, t_s: f64) -> f64 {
     tones
         .iter()
-        .map(|h| h.rms * 2f64.sqrt() * (TAU * h.order * f_hz * t_s + h.phase_deg.to_radians()).sin())
+        .map(|h| {
+            h.rms * 2f64.sqrt() * (TAU * h.order * f_hz * t_s + h.phase_deg.to_radians()).sin()
+        })
         .sum()
 }
 
@@ -145,7 +147,13 @@ fn three_phase(dir: &Path) -> anyhow::Result<PathBuf> {
         let cells: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(k, x)| if k < 3 { format!("{x:.3}") } else { format!("{x:.4}") })
+            .map(|(k, x)| {
+                if k < 3 {
+                    format!("{x:.3}")
+                } else {
+                    format!("{x:.4}")
+                }
+            })
             .collect();
         writeln!(csv, "{}", cells.join(","))?;
     }
@@ -179,7 +187,9 @@ fn pv_export_wav(dir: &Path) -> anyhow::Result<PathBuf> {
     wav.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
     wav.extend_from_slice(b"data");
     wav.extend_from_slice(&data_bytes.to_le_bytes());
-    let quantise = |x: f64, full_scale: f64| (x / full_scale * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+    let quantise = |x: f64, full_scale: f64| {
+        (x / full_scale * 32768.0).round().clamp(-32768.0, 32767.0) as i16
+    };
     for n in 0..frames {
         let t_s = f64::from(n) / f64::from(rate_hz);
         let v_v = wave(&v, f_hz, t_s) + noise.gauss(0.05);
@@ -190,16 +200,17 @@ fn pv_export_wav(dir: &Path) -> anyhow::Result<PathBuf> {
     write(dir, "pv_export_60hz_int16.wav", &wav)
 }
 
-/// A 3-cycle oscilloscope capture of the resistive load of seed 000 (240 V, 0.5 A, PF 1,
-/// 120 W): 2000 points over 60 ms (33.3 kHz), time relative to the trigger (starting at
-/// −30 ms), values on a 10-bit-like grid of 0.5 V and 2 mA. Shorter than one 10-cycle window,
-/// so `analyze` reports one short window over its 3 whole cycles.
+/// An oscilloscope capture of the resistive load of seed 000 (240 V, 0.5 A, PF 1, 120 W):
+/// 2500 points over 75 ms (33.3 kHz), time relative to the trigger (starting at −25 ms), values
+/// on a 10-bit-like grid of 0.5 V and 2 mA. It holds 3 whole cycles between rising zero
+/// crossings (−20, 0, 20, 40 ms) and is shorter than one 10-cycle window, so `analyze` reports
+/// one short window over those 3 cycles.
 fn scope_capture(dir: &Path) -> anyhow::Result<PathBuf> {
-    let (f_hz, points, step_s) = (50.0, 2000u32, 30e-6);
+    let (f_hz, points, step_s) = (50.0, 2500u32, 30e-6);
     let mut noise = Noise(0x5c0_9e00);
     let mut csv = String::from("t,v,i\n");
     for n in 0..points {
-        let t_s = -0.030 + f64::from(n) * step_s;
+        let t_s = -0.025 + f64::from(n) * step_s;
         // The trigger sits on a rising zero crossing of v at t = 0.
         let phase = TAU * f_hz * t_s;
         let v_v = 240.0 * 2f64.sqrt() * phase.sin() + noise.gauss(0.2);

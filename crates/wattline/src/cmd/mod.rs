@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod make_testdata;
+pub mod theft;
 
 use std::process::ExitCode;
 
