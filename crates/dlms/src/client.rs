@@ -291,8 +291,10 @@ impl Client {
             Pending::Aarq => self.handle_aare(bytes, counters),
             Pending::Release => {
                 self.associated = false;
-                match Apdu::parse(bytes)? {
-                    Apdu::Rlre(_) => Ok(Event::Released),
+                // The association ends whatever the RLRE carries, so its tag is enough: some
+                // servers (gurux-dlms for Python 1.0.x) send RLREs with wrong inner lengths.
+                match bytes.first() {
+                    Some(&crate::apdu::tag::RLRE) => Ok(Event::Released),
                     _ => Err(Error::malformed("expected rlre", CTX)),
                 }
             }

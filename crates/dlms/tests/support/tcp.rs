@@ -122,6 +122,10 @@ impl ClientConn {
         let mut buf = [0u8; 4096];
         loop {
             if let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+                // DLMS_TRACE=1 prints both directions, for debugging interop failures.
+                if std::env::var_os("DLMS_TRACE").is_some() {
+                    eprintln!("-> {}\n<- {}", hex(apdu), hex(&f.apdu));
+                }
                 return Ok(f.apdu);
             }
             let n = self.stream.read(&mut buf).map_err(|e| e.to_string())?;
@@ -147,4 +151,8 @@ impl ClientConn {
         let aarq = self.client.associate(&mut self.counters).map_err(|e| e.to_string())?;
         self.exchange(aarq)
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }
