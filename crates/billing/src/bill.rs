@@ -211,8 +211,16 @@ impl Bill {
         let (account, tariff_id, currency, cycle, status) = header;
         let previous_balance = currency.round(previous_balance);
         let payments = currency.round(payments);
-        let subtotal: Decimal = lines.iter().filter(|l| !l.kind.is_tax()).map(|l| l.amount).sum();
-        let taxes: Decimal = lines.iter().filter(|l| l.kind.is_tax()).map(|l| l.amount).sum();
+        let subtotal: Decimal = lines
+            .iter()
+            .filter(|l| !l.kind.is_tax())
+            .map(|l| l.amount)
+            .sum();
+        let taxes: Decimal = lines
+            .iter()
+            .filter(|l| l.kind.is_tax())
+            .map(|l| l.amount)
+            .sum();
         let total = subtotal + taxes;
         let amount_due = previous_balance - payments + total;
         Bill {
@@ -234,7 +242,11 @@ impl Bill {
 
     /// Sum of the lines of one kind.
     pub fn total_of(&self, kind: LineKind) -> Decimal {
-        self.lines.iter().filter(|l| l.kind == kind).map(|l| l.amount).sum()
+        self.lines
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| l.amount)
+            .sum()
     }
 
     /// Renders the bill as CSV (RFC 4180: comma-separated, fields quoted when they contain a
@@ -253,23 +265,41 @@ impl Bill {
             out.push_str(&cells.join(","));
             out.push_str("\r\n");
         };
-        row(&["kind", "description", "quantity", "unit", "unit_price", "amount"]);
+        row(&[
+            "kind",
+            "description",
+            "quantity",
+            "unit",
+            "unit_price",
+            "amount",
+        ]);
         let status = match self.status {
             BillStatus::Final => "final".to_owned(),
-            BillStatus::ToDate { as_of } => format!("to date as of {}", as_of.format("%Y-%m-%dT%H:%M:%SZ")),
-            BillStatus::Projected { as_of } => format!("projected as of {}", as_of.format("%Y-%m-%dT%H:%M:%SZ")),
+            BillStatus::ToDate { as_of } => {
+                format!("to date as of {}", as_of.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
+            BillStatus::Projected { as_of } => {
+                format!("projected as of {}", as_of.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
         };
         for info in [
             format!("account: {}", self.account),
             format!("tariff: {}", self.tariff_id),
-            format!("cycle: {} to {} (end exclusive)", self.cycle.start, self.cycle.end),
+            format!(
+                "cycle: {} to {} (end exclusive)",
+                self.cycle.start, self.cycle.end
+            ),
             format!("status: {status}"),
             format!("currency: {}", self.currency.code()),
         ] {
             row(&["info", &info, "", "", "", ""]);
         }
         for l in &self.lines {
-            let unit = if l.unit == Unit::Money { self.currency.code() } else { l.unit.symbol() };
+            let unit = if l.unit == Unit::Money {
+                self.currency.code()
+            } else {
+                l.unit.symbol()
+            };
             row(&[
                 l.kind.as_str(),
                 &l.description,
@@ -328,7 +358,9 @@ impl Rerating {
         let key = |l: &BillLine| (l.kind, l.description.clone());
         for c in &corrected.lines {
             let old = issued.lines.iter().find(|i| key(i) == key(c));
-            let (q, x, a) = old.map_or((Decimal::ZERO, Decimal::ZERO, Decimal::ZERO), |o| (o.quantity, o.exact_amount, o.amount));
+            let (q, x, a) = old.map_or((Decimal::ZERO, Decimal::ZERO, Decimal::ZERO), |o| {
+                (o.quantity, o.exact_amount, o.amount)
+            });
             let line = BillLine {
                 kind: c.kind,
                 description: c.description.clone(),
@@ -338,7 +370,10 @@ impl Rerating {
                 exact_amount: c.exact_amount - x,
                 amount: c.amount - a,
             };
-            if !line.amount.is_zero() || !line.quantity.is_zero() || old.is_none_or(|o| o.unit_price != c.unit_price) {
+            if !line.amount.is_zero()
+                || !line.quantity.is_zero()
+                || old.is_none_or(|o| o.unit_price != c.unit_price)
+            {
                 differences.push(line);
             }
         }
@@ -356,14 +391,22 @@ impl Rerating {
             }
         }
         let difference_total = corrected.total - issued.total;
-        Rerating { corrected, differences, difference_total }
+        Rerating {
+            corrected,
+            differences,
+            difference_total,
+        }
     }
 
     /// One adjustment line to put on the next bill: the total difference, quantity one bill.
     pub fn adjustment_line(&self) -> BillLine {
         let c = &self.corrected;
         let mut description = String::new();
-        let _ = write!(description, "correction of the bill for {} after tariff re-rating", c.cycle);
+        let _ = write!(
+            description,
+            "correction of the bill for {} after tariff re-rating",
+            c.cycle
+        );
         BillLine {
             kind: LineKind::Adjustment,
             description,

@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+    Weekday,
+};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
@@ -93,7 +96,9 @@ pub struct HolidayCalendar {
 impl HolidayCalendar {
     /// A calendar of the given dates.
     pub fn new(dates: impl IntoIterator<Item = NaiveDate>) -> Self {
-        HolidayCalendar { dates: dates.into_iter().collect() }
+        HolidayCalendar {
+            dates: dates.into_iter().collect(),
+        }
     }
 
     /// Whether `date` is a holiday.
@@ -103,7 +108,11 @@ impl HolidayCalendar {
 
     /// The day type of `date`: `Holiday` if listed, else its weekday.
     pub fn day_type(&self, date: NaiveDate) -> DayType {
-        if self.contains(date) { DayType::Holiday } else { DayType::Weekday(date.weekday()) }
+        if self.contains(date) {
+            DayType::Holiday
+        } else {
+            DayType::Weekday(date.weekday())
+        }
     }
 
     /// Whether `date` is a business day: not Saturday, Sunday or a holiday.
@@ -161,15 +170,24 @@ mod tests {
         // Chile's spring-forward happens at 00:00 local: 2026-09-06 00:00 does not exist.
         let tz: Tz = "America/Santiago".parse().unwrap();
         let start = start_of_day(tz, d(2026, 9, 6));
-        assert_eq!(local(tz, start).time(), NaiveTime::from_hms_opt(1, 0, 0).unwrap());
+        assert_eq!(
+            local(tz, start).time(),
+            NaiveTime::from_hms_opt(1, 0, 0).unwrap()
+        );
         assert_eq!(day_length_s(tz, d(2026, 9, 6)), 23 * 3600);
     }
 
     #[test]
     fn month_fractions_sum_exactly() {
         assert_eq!(month_fraction(d(2026, 1, 1), d(2026, 2, 1)), Decimal::ONE);
-        assert_eq!(month_fraction(d(2026, 1, 1), d(2027, 1, 1)), Decimal::from(12));
+        assert_eq!(
+            month_fraction(d(2026, 1, 1), d(2027, 1, 1)),
+            Decimal::from(12)
+        );
         let f = month_fraction(d(2026, 1, 15), d(2026, 2, 15));
-        assert_eq!(f, Decimal::from(17) / Decimal::from(31) + Decimal::from(14) / Decimal::from(28));
+        assert_eq!(
+            f,
+            Decimal::from(17) / Decimal::from(31) + Decimal::from(14) / Decimal::from(28)
+        );
     }
 }

@@ -33,8 +33,16 @@ pub enum ErrorKind {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, location: impl Into<String>, message: impl Into<String>) -> Self {
-        Error { kind, location: location.into(), message: message.into() }
+    pub(crate) fn new(
+        kind: ErrorKind,
+        location: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error {
+            kind,
+            location: location.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn tariff(location: impl Into<String>, message: impl Into<String>) -> Self {
@@ -50,7 +58,11 @@ impl Error {
     }
 
     pub(crate) fn overflow(location: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Overflow, location, "amount out of the range of 96-bit decimals")
+        Error::new(
+            ErrorKind::Overflow,
+            location,
+            "amount out of the range of 96-bit decimals",
+        )
     }
 
     /// What kind of error this is.

@@ -77,23 +77,38 @@ impl Currency {
     pub fn new(code: &str, minor_unit: Option<u32>, rounding: Rounding) -> Result<Currency> {
         let valid_code = code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase());
         if !valid_code {
-            return Err(Error::tariff("currency", format!("{code:?} is not a three-letter ISO 4217 code")));
+            return Err(Error::tariff(
+                "currency",
+                format!("{code:?} is not a three-letter ISO 4217 code"),
+            ));
         }
-        let known = KNOWN_MINOR_UNITS.iter().find(|(c, _)| *c == code).map(|(_, m)| *m);
+        let known = KNOWN_MINOR_UNITS
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, m)| *m);
         let minor_unit = match (minor_unit, known) {
             (Some(m), _) if m > 4 => {
-                return Err(Error::tariff("minor_unit", format!("{m} decimals is more than any currency uses (at most 4)")));
+                return Err(Error::tariff(
+                    "minor_unit",
+                    format!("{m} decimals is more than any currency uses (at most 4)"),
+                ));
             }
             (Some(m), _) => m,
             (None, Some(m)) => m,
             (None, None) => {
                 return Err(Error::tariff(
                     "minor_unit",
-                    format!("currency {code} is not in the built-in table; state its minor_unit (number of decimals)"),
+                    format!(
+                        "currency {code} is not in the built-in table; state its minor_unit (number of decimals)"
+                    ),
                 ));
             }
         };
-        Ok(Currency { code: code.to_owned(), minor_unit, rounding })
+        Ok(Currency {
+            code: code.to_owned(),
+            minor_unit,
+            rounding,
+        })
     }
 
     /// The ISO 4217 code.
@@ -141,7 +156,9 @@ pub(crate) fn add(a: Decimal, b: Decimal, location: &str) -> Result<Decimal> {
 /// A TOML float is read by the TOML parser as an `f64`; we turn it back into text with Rust's
 /// shortest round-trip formatting and parse that, which recovers the literal exactly for any
 /// literal of up to 15 significant digits. Longer prices must be written as strings.
-pub(crate) fn deserialize_decimal<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Decimal, D::Error> {
+pub(crate) fn deserialize_decimal<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Decimal, D::Error> {
     deserializer.deserialize_any(DecimalVisitor)
 }
 
@@ -161,7 +178,9 @@ impl Visitor<'_> for DecimalVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Decimal, E> {
-        v.trim().parse::<Decimal>().map_err(|_| E::custom(format!("{v:?} is not a decimal number")))
+        v.trim()
+            .parse::<Decimal>()
+            .map_err(|_| E::custom(format!("{v:?} is not a decimal number")))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Decimal, E> {
@@ -177,11 +196,23 @@ impl Visitor<'_> for DecimalVisitor {
             return Err(E::custom(format!("{v} is not a finite number")));
         }
         let text = format!("{v}");
-        let significant = text.trim_start_matches('-').chars().filter(char::is_ascii_digit).collect::<String>();
-        if significant.trim_start_matches('0').trim_end_matches('0').len() > 15 {
-            return Err(E::custom(format!("{text} has more than 15 significant digits; write it as a string to keep it exact")));
+        let significant = text
+            .trim_start_matches('-')
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>();
+        if significant
+            .trim_start_matches('0')
+            .trim_end_matches('0')
+            .len()
+            > 15
+        {
+            return Err(E::custom(format!(
+                "{text} has more than 15 significant digits; write it as a string to keep it exact"
+            )));
         }
-        text.parse::<Decimal>().map_err(|_| E::custom(format!("{text} is out of the decimal range")))
+        text.parse::<Decimal>()
+            .map_err(|_| E::custom(format!("{text} is out of the decimal range")))
     }
 }
 
@@ -207,9 +238,24 @@ mod tests {
 
     #[test]
     fn minor_units_come_from_the_table_or_the_tariff() {
-        assert_eq!(Currency::new("JPY", None, Rounding::HalfUp).unwrap().minor_unit(), 0);
-        assert_eq!(Currency::new("KWD", None, Rounding::HalfUp).unwrap().minor_unit(), 3);
-        assert_eq!(Currency::new("XAF", Some(0), Rounding::HalfUp).unwrap().minor_unit(), 0);
+        assert_eq!(
+            Currency::new("JPY", None, Rounding::HalfUp)
+                .unwrap()
+                .minor_unit(),
+            0
+        );
+        assert_eq!(
+            Currency::new("KWD", None, Rounding::HalfUp)
+                .unwrap()
+                .minor_unit(),
+            3
+        );
+        assert_eq!(
+            Currency::new("XAF", Some(0), Rounding::HalfUp)
+                .unwrap()
+                .minor_unit(),
+            0
+        );
         let err = Currency::new("XAF", None, Rounding::HalfUp).unwrap_err();
         assert!(err.to_string().contains("state its minor_unit"), "{err}");
         assert!(Currency::new("eur", None, Rounding::HalfUp).is_err());
@@ -218,9 +264,15 @@ mod tests {
     #[test]
     fn float_literals_are_recovered_exactly() {
         use serde::de::IntoDeserializer;
-        let d: Decimal = deserialize_decimal(IntoDeserializer::<de::value::Error>::into_deserializer(0.1f64)).unwrap();
+        let d: Decimal = deserialize_decimal(
+            IntoDeserializer::<de::value::Error>::into_deserializer(0.1f64),
+        )
+        .unwrap();
         assert_eq!(d, dec("0.1"));
-        let d: Decimal = deserialize_decimal(IntoDeserializer::<de::value::Error>::into_deserializer(0.2345f64)).unwrap();
+        let d: Decimal = deserialize_decimal(
+            IntoDeserializer::<de::value::Error>::into_deserializer(0.2345f64),
+        )
+        .unwrap();
         assert_eq!(d, dec("0.2345"));
     }
 }

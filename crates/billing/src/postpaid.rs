@@ -21,40 +21,69 @@ pub struct PostpaidTerms {
 
 impl PostpaidTerms {
     /// Terms with checked values.
-    pub fn new(cycle_start_day: u32, due_after_days: u32, cutoff_after_due_days: u32) -> Result<PostpaidTerms> {
+    pub fn new(
+        cycle_start_day: u32,
+        due_after_days: u32,
+        cutoff_after_due_days: u32,
+    ) -> Result<PostpaidTerms> {
         if !(1..=28).contains(&cycle_start_day) {
-            return Err(Error::argument("cycle_start_day", format!("{cycle_start_day} is not within 1..=28")));
+            return Err(Error::argument(
+                "cycle_start_day",
+                format!("{cycle_start_day} is not within 1..=28"),
+            ));
         }
         if due_after_days > 120 || cutoff_after_due_days > 365 {
-            return Err(Error::argument("due_after_days", "due and cut-off delays above 120/365 days are not plausible"));
+            return Err(Error::argument(
+                "due_after_days",
+                "due and cut-off delays above 120/365 days are not plausible",
+            ));
         }
-        Ok(PostpaidTerms { cycle_start_day, due_after_days, cutoff_after_due_days })
+        Ok(PostpaidTerms {
+            cycle_start_day,
+            due_after_days,
+            cutoff_after_due_days,
+        })
     }
 
     /// The monthly cycle that contains `date`.
     pub fn cycle_containing(&self, date: NaiveDate) -> Cycle {
         let day = self.cycle_start_day;
         let this_month = NaiveDate::from_ymd_opt(date.year(), date.month(), day).unwrap_or(date);
-        let start = if date >= this_month { this_month } else { add_months(this_month, -1) };
+        let start = if date >= this_month {
+            this_month
+        } else {
+            add_months(this_month, -1)
+        };
         Cycle::new(start, add_months(start, 1))
     }
 
     /// The due date: `due_after_days` after the cycle's last day, moved to the next business day.
     pub fn due_date(&self, cycle: &Cycle, calendar: &HolidayCalendar) -> NaiveDate {
         let last_day = cycle.end - Duration::days(1);
-        next_business_day(last_day + Duration::days(i64::from(self.due_after_days)), calendar)
+        next_business_day(
+            last_day + Duration::days(i64::from(self.due_after_days)),
+            calendar,
+        )
     }
 
     /// The cut-off date: `cutoff_after_due_days` after the due date, moved to the next business day.
     pub fn cutoff_date(&self, cycle: &Cycle, calendar: &HolidayCalendar) -> NaiveDate {
         let due = self.due_date(cycle, calendar);
-        next_business_day(due + Duration::days(i64::from(self.cutoff_after_due_days)), calendar)
+        next_business_day(
+            due + Duration::days(i64::from(self.cutoff_after_due_days)),
+            calendar,
+        )
     }
 }
 
 fn add_months(date: NaiveDate, months: i32) -> NaiveDate {
     let total = date.year() * 12 + date.month0() as i32 + months;
-    NaiveDate::from_ymd_opt(total.div_euclid(12), total.rem_euclid(12) as u32 + 1, date.day()).unwrap_or(date)
+    NaiveDate::from_ymd_opt(
+        total.div_euclid(12),
+        total.rem_euclid(12) as u32 + 1,
+        date.day(),
+    )
+    .unwrap_or(date)
 }
 
 fn next_business_day(mut date: NaiveDate, calendar: &HolidayCalendar) -> NaiveDate {
@@ -116,15 +145,26 @@ pub struct AccountStatus {
 
 /// The account's position on `today`. Payments (those dated up to `today`) settle the oldest
 /// bills first; a bill is in arrears from the day after its due date.
-pub fn account_status(bills: &[IssuedBill], payments: &[Payment], today: NaiveDate) -> Result<AccountStatus> {
+pub fn account_status(
+    bills: &[IssuedBill],
+    payments: &[Payment],
+    today: NaiveDate,
+) -> Result<AccountStatus> {
     for (i, p) in payments.iter().enumerate() {
         if p.amount <= Decimal::ZERO {
-            return Err(Error::argument(format!("payments[{i}]"), format!("amount {} is not positive", p.amount)));
+            return Err(Error::argument(
+                format!("payments[{i}]"),
+                format!("amount {} is not positive", p.amount),
+            ));
         }
     }
     let mut ordered: Vec<&IssuedBill> = bills.iter().collect();
     ordered.sort_by_key(|b| (b.due_date, b.cycle.start));
-    let mut paid: Decimal = payments.iter().filter(|p| p.date <= today).map(|p| p.amount).sum();
+    let mut paid: Decimal = payments
+        .iter()
+        .filter(|p| p.date <= today)
+        .map(|p| p.amount)
+        .sum();
     let billed: Decimal = bills.iter().map(|b| b.total).sum();
     let balance = billed - paid;
     let mut arrears = Decimal::ZERO;
@@ -143,5 +183,10 @@ pub fn account_status(bills: &[IssuedBill], payments: &[Payment], today: NaiveDa
         Some(b) if today >= b.cutoff_date => CutoffStatus::Due(b.cutoff_date),
         Some(b) => CutoffStatus::Scheduled(b.cutoff_date),
     };
-    Ok(AccountStatus { balance, arrears, oldest_overdue: oldest.map(|b| b.cycle), cutoff })
+    Ok(AccountStatus {
+        balance,
+        arrears,
+        oldest_overdue: oldest.map(|b| b.cycle),
+        cutoff,
+    })
 }

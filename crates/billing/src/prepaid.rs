@@ -27,7 +27,10 @@ pub struct PrepaidPolicy {
 impl PrepaidPolicy {
     fn check(&self) -> Result<()> {
         if self.low_credit_threshold.is_sign_negative() && !self.low_credit_threshold.is_zero() {
-            return Err(Error::argument("low_credit_threshold", "must not be negative"));
+            return Err(Error::argument(
+                "low_credit_threshold",
+                "must not be negative",
+            ));
         }
         if self.grace_period < Duration::zero() {
             return Err(Error::argument("grace_period", "must not be negative"));
@@ -35,7 +38,10 @@ impl PrepaidPolicy {
         if self.disconnect_from >= self.disconnect_until {
             return Err(Error::argument(
                 "disconnect_from",
-                format!("{} is not before disconnect_until {}", self.disconnect_from, self.disconnect_until),
+                format!(
+                    "{} is not before disconnect_until {}",
+                    self.disconnect_from, self.disconnect_until
+                ),
             ));
         }
         Ok(())
@@ -68,9 +74,15 @@ pub enum PrepaidAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrepaidReason {
     /// The balance is above the warning threshold.
-    CreditAvailable { balance: Decimal, threshold: Decimal },
+    CreditAvailable {
+        balance: Decimal,
+        threshold: Decimal,
+    },
     /// The balance is positive but at or below the warning threshold.
-    LowCredit { balance: Decimal, threshold: Decimal },
+    LowCredit {
+        balance: Decimal,
+        threshold: Decimal,
+    },
     /// The balance is zero or negative.
     CreditExhausted { balance: Decimal },
     /// The grace period after credit ran out has not ended.
@@ -82,7 +94,11 @@ pub enum PrepaidReason {
     /// Today is a Saturday or Sunday.
     Weekend { date: chrono::NaiveDate },
     /// The local time is outside the hours disconnections are allowed.
-    OutsideHours { local_time: NaiveTime, from: NaiveTime, until: NaiveTime },
+    OutsideHours {
+        local_time: NaiveTime,
+        from: NaiveTime,
+        until: NaiveTime,
+    },
     /// Every condition for disconnection holds.
     DisconnectionAllowed,
 }
@@ -90,17 +106,45 @@ pub enum PrepaidReason {
 impl fmt::Display for PrepaidReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PrepaidReason::CreditAvailable { balance, threshold } => write!(f, "credit {balance} is above the warning threshold {threshold}"),
-            PrepaidReason::LowCredit { balance, threshold } => write!(f, "credit {balance} is at or below the warning threshold {threshold}"),
-            PrepaidReason::CreditExhausted { balance } => write!(f, "credit is exhausted (balance {balance})"),
-            PrepaidReason::InGracePeriod { until } => write!(f, "grace period runs until {}", until.format("%Y-%m-%d %H:%M UTC")),
-            PrepaidReason::ProtectedCustomer => f.write_str("protected customer: never disconnected"),
-            PrepaidReason::Holiday { date } => write!(f, "{date} is a holiday: no disconnections"),
-            PrepaidReason::Weekend { date } => write!(f, "{date} is a weekend day: no disconnections"),
-            PrepaidReason::OutsideHours { local_time, from, until } => {
-                write!(f, "local time {} is outside disconnection hours {}-{}", local_time.format("%H:%M"), from.format("%H:%M"), until.format("%H:%M"))
+            PrepaidReason::CreditAvailable { balance, threshold } => write!(
+                f,
+                "credit {balance} is above the warning threshold {threshold}"
+            ),
+            PrepaidReason::LowCredit { balance, threshold } => write!(
+                f,
+                "credit {balance} is at or below the warning threshold {threshold}"
+            ),
+            PrepaidReason::CreditExhausted { balance } => {
+                write!(f, "credit is exhausted (balance {balance})")
             }
-            PrepaidReason::DisconnectionAllowed => f.write_str("grace period over on a business day within disconnection hours"),
+            PrepaidReason::InGracePeriod { until } => write!(
+                f,
+                "grace period runs until {}",
+                until.format("%Y-%m-%d %H:%M UTC")
+            ),
+            PrepaidReason::ProtectedCustomer => {
+                f.write_str("protected customer: never disconnected")
+            }
+            PrepaidReason::Holiday { date } => write!(f, "{date} is a holiday: no disconnections"),
+            PrepaidReason::Weekend { date } => {
+                write!(f, "{date} is a weekend day: no disconnections")
+            }
+            PrepaidReason::OutsideHours {
+                local_time,
+                from,
+                until,
+            } => {
+                write!(
+                    f,
+                    "local time {} is outside disconnection hours {}-{}",
+                    local_time.format("%H:%M"),
+                    from.format("%H:%M"),
+                    until.format("%H:%M")
+                )
+            }
+            PrepaidReason::DisconnectionAllowed => {
+                f.write_str("grace period over on a business day within disconnection hours")
+            }
         }
     }
 }
@@ -120,36 +164,63 @@ pub struct PrepaidDecision {
 impl PrepaidDecision {
     /// The reasons as one sentence.
     pub fn explanation(&self) -> String {
-        self.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        self.reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
 /// Decides what to do with a prepaid supply at `now`. Disconnection happens only when credit is
 /// exhausted, the grace period is over, the customer is not protected, and `now` is a business
 /// day (not a weekend or holiday of the tariff's calendar) within the policy's local hours.
-pub fn decide(policy: &PrepaidPolicy, account: &PrepaidAccount, tariff: &Tariff, now: DateTime<Utc>) -> Result<PrepaidDecision> {
+pub fn decide(
+    policy: &PrepaidPolicy,
+    account: &PrepaidAccount,
+    tariff: &Tariff,
+    now: DateTime<Utc>,
+) -> Result<PrepaidDecision> {
     policy.check()?;
     let threshold = policy.low_credit_threshold;
     let balance = account.balance;
     if balance > Decimal::ZERO {
         let (action, reason) = if balance > threshold {
-            (PrepaidAction::Continue, PrepaidReason::CreditAvailable { balance, threshold })
+            (
+                PrepaidAction::Continue,
+                PrepaidReason::CreditAvailable { balance, threshold },
+            )
         } else {
-            (PrepaidAction::WarnLowCredit, PrepaidReason::LowCredit { balance, threshold })
+            (
+                PrepaidAction::WarnLowCredit,
+                PrepaidReason::LowCredit { balance, threshold },
+            )
         };
-        return Ok(PrepaidDecision { action, reasons: vec![reason], earliest_disconnection: None });
+        return Ok(PrepaidDecision {
+            action,
+            reasons: vec![reason],
+            earliest_disconnection: None,
+        });
     }
     let mut reasons = vec![PrepaidReason::CreditExhausted { balance }];
     if account.protected {
         reasons.push(PrepaidReason::ProtectedCustomer);
-        return Ok(PrepaidDecision { action: PrepaidAction::WarnLowCredit, reasons, earliest_disconnection: None });
+        return Ok(PrepaidDecision {
+            action: PrepaidAction::WarnLowCredit,
+            reasons,
+            earliest_disconnection: None,
+        });
     }
     // Without a recorded start the grace period starts now: never cut off on the first look.
     let grace_end = account.zero_credit_since.unwrap_or(now) + policy.grace_period;
     let earliest = next_allowed(policy, tariff, grace_end.max(now));
     if now < grace_end || account.zero_credit_since.is_none() {
         reasons.push(PrepaidReason::InGracePeriod { until: grace_end });
-        return Ok(PrepaidDecision { action: PrepaidAction::WarnLowCredit, reasons, earliest_disconnection: earliest });
+        return Ok(PrepaidDecision {
+            action: PrepaidAction::WarnLowCredit,
+            reasons,
+            earliest_disconnection: earliest,
+        });
     }
     let l = local(tariff.time_zone, now);
     let date = l.date();
@@ -158,16 +229,32 @@ pub fn decide(policy: &PrepaidPolicy, account: &PrepaidAccount, tariff: &Tariff,
     } else if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
         reasons.push(PrepaidReason::Weekend { date });
     } else if l.time() < policy.disconnect_from || l.time() >= policy.disconnect_until {
-        reasons.push(PrepaidReason::OutsideHours { local_time: l.time(), from: policy.disconnect_from, until: policy.disconnect_until });
+        reasons.push(PrepaidReason::OutsideHours {
+            local_time: l.time(),
+            from: policy.disconnect_from,
+            until: policy.disconnect_until,
+        });
     } else {
         reasons.push(PrepaidReason::DisconnectionAllowed);
-        return Ok(PrepaidDecision { action: PrepaidAction::Disconnect, reasons, earliest_disconnection: Some(now) });
+        return Ok(PrepaidDecision {
+            action: PrepaidAction::Disconnect,
+            reasons,
+            earliest_disconnection: Some(now),
+        });
     }
-    Ok(PrepaidDecision { action: PrepaidAction::WarnLowCredit, reasons, earliest_disconnection: earliest })
+    Ok(PrepaidDecision {
+        action: PrepaidAction::WarnLowCredit,
+        reasons,
+        earliest_disconnection: earliest,
+    })
 }
 
 /// The first instant at or after `t` on a business day within the disconnection hours.
-fn next_allowed(policy: &PrepaidPolicy, tariff: &Tariff, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn next_allowed(
+    policy: &PrepaidPolicy,
+    tariff: &Tariff,
+    t: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let tz = tariff.time_zone;
     let mut date = local(tz, t).date();
     for _ in 0..60 {
@@ -225,6 +312,14 @@ pub fn debit(
     };
     let amount = after.total - before.map_or(Decimal::ZERO, |b| b.total);
     let balance_after = account.balance - amount;
-    let zero_credit_since = if balance_after > Decimal::ZERO { None } else { Some(account.zero_credit_since.unwrap_or(now)) };
-    Ok(PrepaidDebit { amount, balance_after, zero_credit_since })
+    let zero_credit_since = if balance_after > Decimal::ZERO {
+        None
+    } else {
+        Some(account.zero_credit_since.unwrap_or(now))
+    };
+    Ok(PrepaidDebit {
+        amount,
+        balance_after,
+        zero_credit_since,
+    })
 }

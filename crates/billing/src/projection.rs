@@ -33,8 +33,7 @@ pub struct Projection {
 }
 
 /// The method as shown to customers.
-pub const PROJECTION_METHOD: &str =
-    "remaining intervals estimated from the mean of the same weekday and time of day observed so far in this cycle";
+pub const PROJECTION_METHOD: &str = "remaining intervals estimated from the mean of the same weekday and time of day observed so far in this cycle";
 
 /// Mean Wh per slot, accumulated as sums and counts.
 #[derive(Default, Clone, Copy)]
@@ -71,14 +70,25 @@ pub fn project(tariff: &Tariff, input: &BillingInput, as_of: DateTime<Utc>) -> R
     let readings = &input.readings;
     let mut estimates = Vec::new();
     if as_of < cycle_end {
-        let first = readings
-            .first()
-            .ok_or_else(|| Error::readings("readings", "a projection needs at least one reading of this cycle"))?;
+        let first = readings.first().ok_or_else(|| {
+            Error::readings(
+                "readings",
+                "a projection needs at least one reading of this cycle",
+            )
+        })?;
         let step = first.end - first.start;
-        if let Some((i, r)) = readings.iter().enumerate().find(|(_, r)| r.end - r.start != step) {
+        if let Some((i, r)) = readings
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.end - r.start != step)
+        {
             return Err(Error::readings(
                 format!("readings[{i}] ({})", r.start.format("%Y-%m-%dT%H:%M:%SZ")),
-                format!("a projection needs readings of one length; this one is {} s, the first {} s", (r.end - r.start).num_seconds(), step.num_seconds()),
+                format!(
+                    "a projection needs readings of one length; this one is {} s, the first {} s",
+                    (r.end - r.start).num_seconds(),
+                    step.num_seconds()
+                ),
             ));
         }
         let today = local_date(tz, as_of);
@@ -94,7 +104,10 @@ pub fn project(tariff: &Tariff, input: &BillingInput, as_of: DateTime<Utc>) -> R
             // Only complete days make the profile: a partial day would bias its slots by absence.
             let day: NaiveDate = local_date(tz, r.start);
             if day < today {
-                by_weekday.entry((day.weekday().num_days_from_monday(), slot(r.start))).or_default().add(r);
+                by_weekday
+                    .entry((day.weekday().num_days_from_monday(), slot(r.start)))
+                    .or_default()
+                    .add(r);
                 by_slot.entry(slot(r.start)).or_default().add(r);
             }
         }
@@ -114,7 +127,12 @@ pub fn project(tariff: &Tariff, input: &BillingInput, as_of: DateTime<Utc>) -> R
                 .copied()
                 .unwrap_or(overall);
             let (import_wh, export_wh) = mean.estimate((end - t).num_seconds(), step_s);
-            estimates.push(IntervalReading { start: t, end, import_wh, export_wh });
+            estimates.push(IntervalReading {
+                start: t,
+                end,
+                import_wh,
+                export_wh,
+            });
             t = end;
         }
     }
@@ -123,5 +141,10 @@ pub fn project(tariff: &Tariff, input: &BillingInput, as_of: DateTime<Utc>) -> R
     all.extend(estimates);
     let status = BillStatus::Projected { as_of };
     let projected = rate(tariff, input, &all, cycle_end, input.cycle.end, status)?;
-    Ok(Projection { to_date, projected, estimated_intervals, method: PROJECTION_METHOD })
+    Ok(Projection {
+        to_date,
+        projected,
+        estimated_intervals,
+        method: PROJECTION_METHOD,
+    })
 }

@@ -11,8 +11,8 @@ use crate::calendar::{local, local_date, month_fraction, start_of_day};
 use crate::error::{Error, ErrorKind, Result};
 use crate::money::{Currency, add, kwh_from_wh, mul};
 use crate::tariff::{
-    EnergyPricing, Excess, ExportRule, FixedPer, LevyPer, Netting, Proration, Tariff, TariffVersion, Tax, TierPricing, Tiers,
-    TouSchedule,
+    EnergyPricing, Excess, ExportRule, FixedPer, LevyPer, Netting, Proration, Tariff,
+    TariffVersion, Tax, TierPricing, Tiers, TouSchedule,
 };
 
 /// Energy measured over one interval `[start, end)`, as the server's rollups store it.
@@ -53,7 +53,14 @@ const MAX_READING_WH: u64 = 1_000_000_000;
 /// Rates a whole, finished cycle: the final bill.
 pub fn rate_cycle(tariff: &Tariff, input: &BillingInput) -> Result<Bill> {
     let cycle_end = start_of_day(tariff.time_zone, input.cycle.end);
-    rate(tariff, input, &input.readings, cycle_end, input.cycle.end, BillStatus::Final)
+    rate(
+        tariff,
+        input,
+        &input.readings,
+        cycle_end,
+        input.cycle.end,
+        BillStatus::Final,
+    )
 }
 
 /// The bill to date: consumption known up to `as_of`, fixed charges through `as_of`'s local day.
@@ -62,7 +69,14 @@ pub fn rate_cycle(tariff: &Tariff, input: &BillingInput) -> Result<Bill> {
 /// to-date one), so a bill to date never charges a higher block earlier than the final bill would.
 pub fn bill_to_date(tariff: &Tariff, input: &BillingInput, as_of: DateTime<Utc>) -> Result<Bill> {
     let through = through_date(tariff, &input.cycle, as_of);
-    rate(tariff, input, &input.readings, as_of, through, BillStatus::ToDate { as_of })
+    rate(
+        tariff,
+        input,
+        &input.readings,
+        as_of,
+        through,
+        BillStatus::ToDate { as_of },
+    )
 }
 
 /// Re-rates an issued bill's cycle with a (corrected) tariff and the same input; gives the
@@ -94,7 +108,12 @@ fn reading_at(i: usize, r: &IntervalReading) -> String {
     format!("readings[{i}] ({})", r.start.format("%Y-%m-%dT%H:%M:%SZ"))
 }
 
-fn check_readings(readings: &[IntervalReading], from: DateTime<Utc>, until: DateTime<Utc>, cycle: &Cycle) -> Result<()> {
+fn check_readings(
+    readings: &[IntervalReading],
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    cycle: &Cycle,
+) -> Result<()> {
     let mut previous_end: Option<DateTime<Utc>> = None;
     for (i, r) in readings.iter().enumerate() {
         let at = reading_at(i, r);
@@ -102,7 +121,10 @@ fn check_readings(readings: &[IntervalReading], from: DateTime<Utc>, until: Date
             return Err(Error::readings(at, "the interval ends before it starts"));
         }
         if r.import_wh > MAX_READING_WH || r.export_wh > MAX_READING_WH {
-            return Err(Error::readings(at, format!("more than {MAX_READING_WH} Wh in one interval is not a plausible reading")));
+            return Err(Error::readings(
+                at,
+                format!("more than {MAX_READING_WH} Wh in one interval is not a plausible reading"),
+            ));
         }
         if r.start < from || r.end > until {
             return Err(Error::readings(
@@ -118,7 +140,10 @@ fn check_readings(readings: &[IntervalReading], from: DateTime<Utc>, until: Date
         if let Some(prev) = previous_end
             && r.start < prev
         {
-            return Err(Error::readings(at, "overlaps the previous reading (readings must be sorted by time and not overlap)"));
+            return Err(Error::readings(
+                at,
+                "overlaps the previous reading (readings must be sorted by time and not overlap)",
+            ));
         }
         previous_end = Some(r.end);
     }
@@ -133,14 +158,21 @@ struct Segment<'a> {
     readings: &'a [IntervalReading],
 }
 
-fn segments<'a>(tariff: &'a Tariff, cycle: &Cycle, readings: &'a [IntervalReading]) -> Result<Vec<Segment<'a>>> {
+fn segments<'a>(
+    tariff: &'a Tariff,
+    cycle: &Cycle,
+    readings: &'a [IntervalReading],
+) -> Result<Vec<Segment<'a>>> {
     let tz = tariff.time_zone;
     let first = tariff.versions[0].valid_from;
     if cycle.start < first {
         return Err(Error::new(
             ErrorKind::NoTariffInForce,
             format!("cycle {cycle}"),
-            format!("no version of tariff {} is in force on {} (the first starts on {first})", tariff.id, cycle.start),
+            format!(
+                "no version of tariff {} is in force on {} (the first starts on {first})",
+                tariff.id, cycle.start
+            ),
         ));
     }
     let mut out = Vec::new();
@@ -160,10 +192,17 @@ fn segments<'a>(tariff: &'a Tariff, cycle: &Cycle, readings: &'a [IntervalReadin
         {
             return Err(Error::readings(
                 reading_at(readings.len() - rest.len() + count - 1, r),
-                format!("the interval crosses the tariff change at the start of {end}; split it at local midnight"),
+                format!(
+                    "the interval crosses the tariff change at the start of {end}; split it at local midnight"
+                ),
             ));
         }
-        out.push(Segment { version: v, start, end, readings: mine });
+        out.push(Segment {
+            version: v,
+            start,
+            end,
+            readings: mine,
+        });
         rest = later;
     }
     Ok(out)
@@ -175,9 +214,24 @@ struct LineMaker<'c> {
 }
 
 impl LineMaker<'_> {
-    fn line(&self, kind: LineKind, description: String, quantity: Decimal, unit: Unit, unit_price: Decimal) -> Result<BillLine> {
+    fn line(
+        &self,
+        kind: LineKind,
+        description: String,
+        quantity: Decimal,
+        unit: Unit,
+        unit_price: Decimal,
+    ) -> Result<BillLine> {
         let exact_amount = mul(quantity, unit_price, &description)?;
-        Ok(BillLine { kind, description, quantity, unit, unit_price, exact_amount, amount: self.currency.round(exact_amount) })
+        Ok(BillLine {
+            kind,
+            description,
+            quantity,
+            unit,
+            unit_price,
+            exact_amount,
+            amount: self.currency.round(exact_amount),
+        })
     }
 }
 
@@ -196,24 +250,39 @@ pub(crate) fn rate(
 ) -> Result<Bill> {
     let cycle = input.cycle;
     if cycle.end <= cycle.start {
-        return Err(Error::argument(format!("cycle {cycle}"), "the cycle ends before it starts"));
+        return Err(Error::argument(
+            format!("cycle {cycle}"),
+            "the cycle ends before it starts",
+        ));
     }
     if cycle.days() > 366 {
-        return Err(Error::argument(format!("cycle {cycle}"), "a billing cycle longer than a year is not supported"));
+        return Err(Error::argument(
+            format!("cycle {cycle}"),
+            "a billing cycle longer than a year is not supported",
+        ));
     }
     let tz = tariff.time_zone;
     let from = start_of_day(tz, cycle.start);
     let cycle_end = start_of_day(tz, cycle.end);
     check_readings(readings, from, until.min(cycle_end), &cycle)?;
     let segs = segments(tariff, &cycle, readings)?;
-    let maker = LineMaker { currency: &tariff.currency };
+    let maker = LineMaker {
+        currency: &tariff.currency,
+    };
     let mut lines = Vec::new();
     let mut summary = EnergySummary::default();
     let mut credit_wh = i64::try_from(input.credit_carried_in_wh)
         .map_err(|_| Error::argument("credit_carried_in_wh", "implausibly large credit"))?;
     let split = segs.len() > 1;
     for seg in &segs {
-        let suffix = if split { format!(" (tariff from {}, {} to {})", seg.version.valid_from, seg.start, seg.end) } else { String::new() };
+        let suffix = if split {
+            format!(
+                " (tariff from {}, {} to {})",
+                seg.version.valid_from, seg.start, seg.end
+            )
+        } else {
+            String::new()
+        };
         let mut seg_lines = Vec::new();
         let netted = net_energy(tariff, seg, &mut credit_wh)?;
         summary.import_wh += netted.import_wh as u64;
@@ -222,7 +291,11 @@ pub(crate) fn rate(
         summary.credit_carried_out_wh += netted.excess_carried_wh as u64;
         let billed_wh: i64 = netted.billable_wh.iter().sum();
         summary.billed_import_wh += billed_wh as u64;
-        summary.measured_s += seg.readings.iter().map(|r| (r.end - r.start).num_seconds()).sum::<i64>();
+        summary.measured_s += seg
+            .readings
+            .iter()
+            .map(|r| (r.end - r.start).num_seconds())
+            .sum::<i64>();
 
         energy_lines(&maker, seg, &netted.billable_wh, &suffix, &mut seg_lines)?;
         export_lines(&maker, seg.version, &netted, &suffix, &mut seg_lines)?;
@@ -233,18 +306,36 @@ pub(crate) fn rate(
             };
             let (kw, at) = max_demand(tariff, tou, demand.periods.as_deref(), seg.readings)?;
             let (price, share) = if split {
-                let p = round6(demand.price_per_kw * Decimal::from((seg.end - seg.start).num_days()) / Decimal::from(cycle.days()));
-                (p, format!(", prorated {} of {} days", (seg.end - seg.start).num_days(), cycle.days()))
+                let p = round6(
+                    demand.price_per_kw * Decimal::from((seg.end - seg.start).num_days())
+                        / Decimal::from(cycle.days()),
+                );
+                (
+                    p,
+                    format!(
+                        ", prorated {} of {} days",
+                        (seg.end - seg.start).num_days(),
+                        cycle.days()
+                    ),
+                )
             } else {
                 (demand.price_per_kw, String::new())
             };
             let window = match (&demand.periods, tou) {
                 (Some(ps), Some(t)) => {
-                    format!(" in {}", ps.iter().map(|p| t.periods[*p].name.as_str()).collect::<Vec<_>>().join("/"))
+                    format!(
+                        " in {}",
+                        ps.iter()
+                            .map(|p| t.periods[*p].name.as_str())
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    )
                 }
                 _ => String::new(),
             };
-            let when = at.map_or(String::new(), |t| format!(" at {}", local(tz, t).format("%Y-%m-%d %H:%M")));
+            let when = at.map_or(String::new(), |t| {
+                format!(" at {}", local(tz, t).format("%Y-%m-%d %H:%M"))
+            });
             seg_lines.push(maker.line(
                 LineKind::Demand,
                 format!("maximum 15-minute demand{window}{when}{share}{suffix}"),
@@ -263,7 +354,13 @@ pub(crate) fn rate(
                 FixedPer::Day => (Decimal::from(charged_days), Unit::Day),
                 FixedPer::Month => (round6(month_fraction(seg.start, charged_end)), Unit::Month),
             };
-            seg_lines.push(maker.line(LineKind::Fixed, format!("{}{suffix}", f.name), quantity, unit, f.amount)?);
+            seg_lines.push(maker.line(
+                LineKind::Fixed,
+                format!("{}{suffix}", f.name),
+                quantity,
+                unit,
+                f.amount,
+            )?);
         }
         for tax in &seg.version.taxes {
             let line = match tax {
@@ -271,19 +368,36 @@ pub(crate) fn rate(
                     let (quantity, unit) = match per {
                         LevyPer::Kwh => (kwh_from_wh(billed_wh), Unit::Kwh),
                         LevyPer::Day => (Decimal::from(charged_days), Unit::Day),
-                        LevyPer::Bill => (round6(Decimal::from(charged_days) / Decimal::from(cycle.days())), Unit::Bill),
+                        LevyPer::Bill => (
+                            round6(Decimal::from(charged_days) / Decimal::from(cycle.days())),
+                            Unit::Bill,
+                        ),
                     };
                     if quantity.is_zero() {
                         continue;
                     }
-                    maker.line(LineKind::Levy, format!("{name}{suffix}"), quantity, unit, *amount)?
+                    maker.line(
+                        LineKind::Levy,
+                        format!("{name}{suffix}"),
+                        quantity,
+                        unit,
+                        *amount,
+                    )?
                 }
-                Tax::Percent { name, rate_percent, applies_to } => {
+                Tax::Percent {
+                    name,
+                    rate_percent,
+                    applies_to,
+                } => {
                     let mut base = Decimal::ZERO;
                     for l in seg_lines.iter().filter(|l| applies_to.contains(&l.kind)) {
                         base = add(base, l.amount, name)?;
                     }
-                    let kinds = applies_to.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+                    let kinds = applies_to
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     maker.line(
                         LineKind::Tax,
                         format!("{name} {} % of {kinds}{suffix}", rate_percent.normalize()),
@@ -299,10 +413,24 @@ pub(crate) fn rate(
     }
     // Unused carried-in credit stays with the customer.
     summary.credit_carried_out_wh += credit_wh as u64;
-    let header = (input.account.clone(), tariff.id.clone(), tariff.currency.clone(), cycle, status);
-    let bill = Bill::assemble(header, lines, input.previous_balance, input.payments, summary);
+    let header = (
+        input.account.clone(),
+        tariff.id.clone(),
+        tariff.currency.clone(),
+        cycle,
+        status,
+    );
+    let bill = Bill::assemble(
+        header,
+        lines,
+        input.previous_balance,
+        input.payments,
+        summary,
+    );
     // Guard the bill invariant against overflow in the sums (Decimal sums panic-free only in range).
-    bill.lines.iter().try_fold(Decimal::ZERO, |acc, l| add(acc, l.amount, "bill total"))?;
+    bill.lines
+        .iter()
+        .try_fold(Decimal::ZERO, |acc, l| add(acc, l.amount, "bill total"))?;
     Ok(bill)
 }
 
@@ -336,7 +464,12 @@ fn bucket_prices(v: &TariffVersion) -> Vec<Decimal> {
 
 /// The time-of-use period of a reading; errors when the interval crosses a window boundary,
 /// because splitting its energy between periods would have to invent a profile.
-fn tou_period(tariff: &Tariff, tou: &TouSchedule, r: &IntervalReading, index: usize) -> Result<usize> {
+fn tou_period(
+    tariff: &Tariff,
+    tou: &TouSchedule,
+    r: &IntervalReading,
+    index: usize,
+) -> Result<usize> {
     let tz = tariff.time_zone;
     let period_of = |t: DateTime<Utc>| {
         let l = local(tz, t);
@@ -387,21 +520,32 @@ fn net_energy(tariff: &Tariff, seg: &Segment<'_>, credit_wh: &mut i64) -> Result
                 billable[b] += r.import_wh as i64;
             }
         }
-        Some(ExportRule::Net { netting: Netting::Interval, .. }) => {
+        Some(ExportRule::Net {
+            netting: Netting::Interval,
+            ..
+        }) => {
             for (r, &b) in seg.readings.iter().zip(&buckets) {
                 add_net(b, r.import_wh as i64 - r.export_wh as i64);
             }
         }
-        Some(ExportRule::Net { netting: Netting::Day, .. }) => {
+        Some(ExportRule::Net {
+            netting: Netting::Day,
+            ..
+        }) => {
             let mut per_day: BTreeMap<(NaiveDate, usize), i64> = BTreeMap::new();
             for (r, &b) in seg.readings.iter().zip(&buckets) {
-                *per_day.entry((local_date(tariff.time_zone, r.start), b)).or_default() += r.import_wh as i64 - r.export_wh as i64;
+                *per_day
+                    .entry((local_date(tariff.time_zone, r.start), b))
+                    .or_default() += r.import_wh as i64 - r.export_wh as i64;
             }
             for ((_, b), net) in per_day {
                 add_net(b, net);
             }
         }
-        Some(ExportRule::Net { netting: Netting::Cycle, .. }) => {
+        Some(ExportRule::Net {
+            netting: Netting::Cycle,
+            ..
+        }) => {
             let mut per_bucket = vec![0i64; n];
             for (r, &b) in seg.readings.iter().zip(&buckets) {
                 per_bucket[b] += r.import_wh as i64 - r.export_wh as i64;
@@ -429,26 +573,57 @@ fn net_energy(tariff: &Tariff, seg: &Segment<'_>, credit_wh: &mut i64) -> Result
             excess_carried = excess;
         }
     }
-    Ok(Netted { import_wh, export_wh, billable_wh: billable, excess_wh: excess, excess_carried_wh: excess_carried, credit_used_wh: credit_used })
+    Ok(Netted {
+        import_wh,
+        export_wh,
+        billable_wh: billable,
+        excess_wh: excess,
+        excess_carried_wh: excess_carried,
+        credit_used_wh: credit_used,
+    })
 }
 
-fn energy_lines(maker: &LineMaker<'_>, seg: &Segment<'_>, billable_wh: &[i64], suffix: &str, out: &mut Vec<BillLine>) -> Result<()> {
+fn energy_lines(
+    maker: &LineMaker<'_>,
+    seg: &Segment<'_>,
+    billable_wh: &[i64],
+    suffix: &str,
+    out: &mut Vec<BillLine>,
+) -> Result<()> {
     match &seg.version.energy {
         EnergyPricing::Flat { price_per_kwh } => {
-            out.push(maker.line(LineKind::Energy, format!("energy{suffix}"), kwh_from_wh(billable_wh[0]), Unit::Kwh, *price_per_kwh)?);
+            out.push(maker.line(
+                LineKind::Energy,
+                format!("energy{suffix}"),
+                kwh_from_wh(billable_wh[0]),
+                Unit::Kwh,
+                *price_per_kwh,
+            )?);
         }
         EnergyPricing::TimeOfUse(t) => {
             for (p, wh) in t.periods.iter().zip(billable_wh) {
-                out.push(maker.line(LineKind::Energy, format!("energy {}{suffix}", p.name), kwh_from_wh(*wh), Unit::Kwh, p.price_per_kwh)?);
+                out.push(maker.line(
+                    LineKind::Energy,
+                    format!("energy {}{suffix}", p.name),
+                    kwh_from_wh(*wh),
+                    Unit::Kwh,
+                    p.price_per_kwh,
+                )?);
             }
         }
-        EnergyPricing::Tiered(tiers) => tier_lines(maker, tiers, seg, kwh_from_wh(billable_wh[0]), suffix, out)?,
+        EnergyPricing::Tiered(tiers) => {
+            tier_lines(maker, tiers, seg, kwh_from_wh(billable_wh[0]), suffix, out)?
+        }
     }
     Ok(())
 }
 
 /// Block limits scaled to the segment: monthly sizes × the month fraction, rounded to the Wh.
-pub(crate) fn scaled_limits(tiers: &Tiers, start: NaiveDate, end: NaiveDate) -> Vec<Option<Decimal>> {
+pub(crate) fn scaled_limits(
+    tiers: &Tiers,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Vec<Option<Decimal>> {
     let factor = match tiers.proration {
         Proration::CalendarDays => month_fraction(start, end),
         Proration::None => Decimal::ONE,
@@ -456,11 +631,22 @@ pub(crate) fn scaled_limits(tiers: &Tiers, start: NaiveDate, end: NaiveDate) -> 
     tiers
         .blocks
         .iter()
-        .map(|b| b.up_to_kwh.map(|l| (l * factor).round_dp_with_strategy(3, RoundingStrategy::MidpointNearestEven)))
+        .map(|b| {
+            b.up_to_kwh.map(|l| {
+                (l * factor).round_dp_with_strategy(3, RoundingStrategy::MidpointNearestEven)
+            })
+        })
         .collect()
 }
 
-fn tier_lines(maker: &LineMaker<'_>, tiers: &Tiers, seg: &Segment<'_>, total_kwh: Decimal, suffix: &str, out: &mut Vec<BillLine>) -> Result<()> {
+fn tier_lines(
+    maker: &LineMaker<'_>,
+    tiers: &Tiers,
+    seg: &Segment<'_>,
+    total_kwh: Decimal,
+    suffix: &str,
+    out: &mut Vec<BillLine>,
+) -> Result<()> {
     let limits = scaled_limits(tiers, seg.start, seg.end);
     match tiers.pricing {
         TierPricing::Telescopic => {
@@ -473,7 +659,13 @@ fn tier_lines(maker: &LineMaker<'_>, tiers: &Tiers, seg: &Segment<'_>, total_kwh
                     None => format!("above {} kWh", lower.normalize()),
                 };
                 if quantity > Decimal::ZERO || i == 0 {
-                    out.push(maker.line(LineKind::Energy, format!("energy block {} ({range}){suffix}", i + 1), quantity, Unit::Kwh, b.price_per_kwh)?);
+                    out.push(maker.line(
+                        LineKind::Energy,
+                        format!("energy block {} ({range}){suffix}", i + 1),
+                        quantity,
+                        Unit::Kwh,
+                        b.price_per_kwh,
+                    )?);
                 }
                 lower = upper;
                 if total_kwh <= upper {
@@ -482,14 +674,28 @@ fn tier_lines(maker: &LineMaker<'_>, tiers: &Tiers, seg: &Segment<'_>, total_kwh
             }
         }
         TierPricing::AllUnits => {
-            let i = limits.iter().position(|l| l.is_none_or(|u| total_kwh <= u)).unwrap_or(limits.len() - 1);
+            let i = limits
+                .iter()
+                .position(|l| l.is_none_or(|u| total_kwh <= u))
+                .unwrap_or(limits.len() - 1);
             let reached = match limits[i] {
                 Some(u) => format!("up to {} kWh", u.normalize()),
-                None => format!("above {} kWh", if i == 0 { Decimal::ZERO } else { limits[i - 1].unwrap_or_default() }.normalize()),
+                None => format!(
+                    "above {} kWh",
+                    if i == 0 {
+                        Decimal::ZERO
+                    } else {
+                        limits[i - 1].unwrap_or_default()
+                    }
+                    .normalize()
+                ),
             };
             out.push(maker.line(
                 LineKind::Energy,
-                format!("energy, all units at block {} price ({reached}){suffix}", i + 1),
+                format!(
+                    "energy, all units at block {} price ({reached}){suffix}",
+                    i + 1
+                ),
                 total_kwh,
                 Unit::Kwh,
                 tiers.blocks[i].price_per_kwh,
@@ -499,11 +705,23 @@ fn tier_lines(maker: &LineMaker<'_>, tiers: &Tiers, seg: &Segment<'_>, total_kwh
     Ok(())
 }
 
-fn export_lines(maker: &LineMaker<'_>, v: &TariffVersion, netted: &Netted, suffix: &str, out: &mut Vec<BillLine>) -> Result<()> {
+fn export_lines(
+    maker: &LineMaker<'_>,
+    v: &TariffVersion,
+    netted: &Netted,
+    suffix: &str,
+    out: &mut Vec<BillLine>,
+) -> Result<()> {
     match &v.export {
         None => {}
         Some(ExportRule::Gross { sell_price_per_kwh }) => {
-            out.push(maker.line(LineKind::Export, format!("export sold{suffix}"), kwh_from_wh(netted.export_wh), Unit::Kwh, -*sell_price_per_kwh)?);
+            out.push(maker.line(
+                LineKind::Export,
+                format!("export sold{suffix}"),
+                kwh_from_wh(netted.export_wh),
+                Unit::Kwh,
+                -*sell_price_per_kwh,
+            )?);
         }
         Some(ExportRule::Net { excess, .. }) => {
             if netted.credit_used_wh > 0 {
@@ -521,7 +739,13 @@ fn export_lines(maker: &LineMaker<'_>, v: &TariffVersion, netted: &Netted, suffi
                     Excess::Forfeit => ("excess export forfeited", Decimal::ZERO),
                     Excess::Pay { price_per_kwh } => ("excess export paid", -*price_per_kwh),
                 };
-                out.push(maker.line(LineKind::Export, format!("{what}{suffix}"), kwh_from_wh(netted.excess_wh), Unit::Kwh, price)?);
+                out.push(maker.line(
+                    LineKind::Export,
+                    format!("{what}{suffix}"),
+                    kwh_from_wh(netted.excess_wh),
+                    Unit::Kwh,
+                    price,
+                )?);
             }
         }
     }

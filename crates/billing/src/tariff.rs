@@ -102,7 +102,10 @@ impl TouSchedule {
     pub(crate) fn period_at(&self, day_type: DayType, local: NaiveDateTime) -> usize {
         let minute = local.hour() * 60 + local.minute();
         let segments = &self.segments[day_type.index()];
-        segments.iter().find(|(from, to, _)| *from <= minute && minute < *to).map_or(0, |(_, _, p)| *p)
+        segments
+            .iter()
+            .find(|(from, to, _)| *from <= minute && minute < *to)
+            .map_or(0, |(_, _, p)| *p)
     }
 }
 
@@ -134,8 +137,16 @@ pub enum FixedPer {
 /// A tax line: a fixed levy or a percentage of chosen lines. Taxes are computed in the order listed.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Tax {
-    Levy { name: String, amount: Decimal, per: LevyPer },
-    Percent { name: String, rate_percent: Decimal, applies_to: Vec<LineKind> },
+    Levy {
+        name: String,
+        amount: Decimal,
+        per: LevyPer,
+    },
+    Percent {
+        name: String,
+        rate_percent: Decimal,
+        applies_to: Vec<LineKind>,
+    },
 }
 
 /// The unit a levy is stated per.
@@ -327,8 +338,13 @@ enum RawExcess {
 impl Tariff {
     /// Loads and validates a tariff from TOML text (the format is documented in the crate docs).
     pub fn from_toml(text: &str) -> Result<Tariff> {
-        let raw: RawTariff = toml::from_str(text)
-            .map_err(|e| Error::new(ErrorKind::Syntax, "tariff file", e.to_string().trim_end().to_owned()))?;
+        let raw: RawTariff = toml::from_str(text).map_err(|e| {
+            Error::new(
+                ErrorKind::Syntax,
+                "tariff file",
+                e.to_string().trim_end().to_owned(),
+            )
+        })?;
         validate(raw)
     }
 
@@ -365,9 +381,14 @@ impl Tariff {
 
 fn date_of(dt: &toml::value::Datetime, location: &str) -> Result<NaiveDate> {
     match (dt.date, dt.time, dt.offset) {
-        (Some(d), None, None) => NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))
-            .ok_or_else(|| Error::tariff(location, format!("{dt} is not a calendar date"))),
-        _ => Err(Error::tariff(location, format!("{dt} must be a local date such as 2026-01-01 (no time, no offset)"))),
+        (Some(d), None, None) => {
+            NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))
+                .ok_or_else(|| Error::tariff(location, format!("{dt} is not a calendar date")))
+        }
+        _ => Err(Error::tariff(
+            location,
+            format!("{dt} must be a local date such as 2026-01-01 (no time, no offset)"),
+        )),
     }
 }
 
@@ -375,7 +396,9 @@ fn check_price(price: Decimal, allow_negative: bool, location: &str) -> Result<(
     if price.is_sign_negative() && !price.is_zero() && !allow_negative {
         return Err(Error::tariff(
             location,
-            format!("negative price {price} is not allowed (set allow_negative_prices = true for tariffs that pay for consumption)"),
+            format!(
+                "negative price {price} is not allowed (set allow_negative_prices = true for tariffs that pay for consumption)"
+            ),
         ));
     }
     Ok(())
@@ -390,16 +413,24 @@ fn validate(raw: RawTariff) -> Result<Tariff> {
         RawRounding::HalfUp => Rounding::HalfUp,
     };
     let currency = Currency::new(&raw.currency, raw.minor_unit, rounding)?;
-    let time_zone: Tz = raw
-        .time_zone
-        .parse()
-        .map_err(|_| Error::tariff("time_zone", format!("unknown time zone {:?} (use an IANA name such as Europe/Berlin)", raw.time_zone)))?;
+    let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
+        Error::tariff(
+            "time_zone",
+            format!(
+                "unknown time zone {:?} (use an IANA name such as Europe/Berlin)",
+                raw.time_zone
+            ),
+        )
+    })?;
     let mut holidays = Vec::new();
     for (i, h) in raw.holidays.iter().enumerate() {
         holidays.push(date_of(h, &format!("holidays[{i}]"))?);
     }
     if raw.versions.is_empty() {
-        return Err(Error::tariff("versions", "a tariff needs at least one version"));
+        return Err(Error::tariff(
+            "versions",
+            "a tariff needs at least one version",
+        ));
     }
     let mut versions = Vec::new();
     for (i, v) in raw.versions.into_iter().enumerate() {
@@ -409,12 +440,22 @@ fn validate(raw: RawTariff) -> Result<Tariff> {
         {
             return Err(Error::tariff(
                 format!("versions[{i}].valid_from"),
-                format!("{} is not after the previous version's {prev}; list versions oldest first", version.valid_from),
+                format!(
+                    "{} is not after the previous version's {prev}; list versions oldest first",
+                    version.valid_from
+                ),
             ));
         }
         versions.push(version);
     }
-    Ok(Tariff { id: raw.id, name: raw.name, currency, time_zone, holidays: HolidayCalendar::new(holidays), versions })
+    Ok(Tariff {
+        id: raw.id,
+        name: raw.name,
+        currency,
+        time_zone,
+        holidays: HolidayCalendar::new(holidays),
+        versions,
+    })
 }
 
 fn validate_version(v: RawVersion, at: &str) -> Result<TariffVersion> {
@@ -425,44 +466,68 @@ fn validate_version(v: RawVersion, at: &str) -> Result<TariffVersion> {
             check_price(price_per_kwh, neg, &format!("{at}.energy.price_per_kwh"))?;
             EnergyPricing::Flat { price_per_kwh }
         }
-        RawEnergy::Tiered { pricing, proration, blocks } => {
-            EnergyPricing::Tiered(validate_tiers(pricing, proration, blocks, neg, &format!("{at}.energy"))?)
-        }
-        RawEnergy::TimeOfUse { periods, windows } => {
-            EnergyPricing::TimeOfUse(validate_tou(periods, windows, neg, &format!("{at}.energy"))?)
-        }
+        RawEnergy::Tiered {
+            pricing,
+            proration,
+            blocks,
+        } => EnergyPricing::Tiered(validate_tiers(
+            pricing,
+            proration,
+            blocks,
+            neg,
+            &format!("{at}.energy"),
+        )?),
+        RawEnergy::TimeOfUse { periods, windows } => EnergyPricing::TimeOfUse(validate_tou(
+            periods,
+            windows,
+            neg,
+            &format!("{at}.energy"),
+        )?),
     };
     let demand = match v.demand {
         None => None,
         Some(d) => {
             let loc = format!("{at}.demand");
             check_price(d.price_per_kw, false, &format!("{loc}.price_per_kw"))?;
-            let periods = match (d.periods, &energy) {
-                (None, _) => None,
-                (Some(names), EnergyPricing::TimeOfUse(tou)) => {
-                    let mut idx = Vec::new();
-                    for name in names {
-                        let p = tou.periods.iter().position(|p| p.name == name).ok_or_else(|| {
-                            Error::tariff(format!("{loc}.periods"), format!("unknown time-of-use period {name:?}"))
-                        })?;
-                        idx.push(p);
+            let periods =
+                match (d.periods, &energy) {
+                    (None, _) => None,
+                    (Some(names), EnergyPricing::TimeOfUse(tou)) => {
+                        let mut idx = Vec::new();
+                        for name in names {
+                            let p = tou.periods.iter().position(|p| p.name == name).ok_or_else(
+                                || {
+                                    Error::tariff(
+                                        format!("{loc}.periods"),
+                                        format!("unknown time-of-use period {name:?}"),
+                                    )
+                                },
+                            )?;
+                            idx.push(p);
+                        }
+                        Some(idx)
                     }
-                    Some(idx)
-                }
-                (Some(_), _) => {
-                    return Err(Error::tariff(
-                        format!("{loc}.periods"),
-                        "demand periods need time-of-use energy pricing to define them",
-                    ));
-                }
-            };
-            Some(DemandCharge { price_per_kw: d.price_per_kw, periods })
+                    (Some(_), _) => {
+                        return Err(Error::tariff(
+                            format!("{loc}.periods"),
+                            "demand periods need time-of-use energy pricing to define them",
+                        ));
+                    }
+                };
+            Some(DemandCharge {
+                price_per_kw: d.price_per_kw,
+                periods,
+            })
         }
     };
     let mut fixed = Vec::new();
     for (i, f) in v.fixed.into_iter().enumerate() {
         check_price(f.amount, neg, &format!("{at}.fixed[{i}].amount"))?;
-        fixed.push(FixedCharge { name: f.name, amount: f.amount, per: f.per });
+        fixed.push(FixedCharge {
+            name: f.name,
+            amount: f.amount,
+            per: f.per,
+        });
     }
     let mut taxes = Vec::new();
     for (i, t) in v.taxes.into_iter().enumerate() {
@@ -472,24 +537,46 @@ fn validate_version(v: RawVersion, at: &str) -> Result<TariffVersion> {
                 check_price(amount, false, &format!("{loc}.amount"))?;
                 Tax::Levy { name, amount, per }
             }
-            RawTax::Percent { name, rate_percent, applies_to } => {
+            RawTax::Percent {
+                name,
+                rate_percent,
+                applies_to,
+            } => {
                 if rate_percent.is_sign_negative() || rate_percent > Decimal::ONE_HUNDRED {
-                    return Err(Error::tariff(format!("{loc}.rate_percent"), format!("{rate_percent} is not within 0..=100")));
+                    return Err(Error::tariff(
+                        format!("{loc}.rate_percent"),
+                        format!("{rate_percent} is not within 0..=100"),
+                    ));
                 }
                 if applies_to.is_empty() {
-                    return Err(Error::tariff(format!("{loc}.applies_to"), "name at least one line kind"));
+                    return Err(Error::tariff(
+                        format!("{loc}.applies_to"),
+                        "name at least one line kind",
+                    ));
                 }
-                Tax::Percent { name, rate_percent, applies_to }
+                Tax::Percent {
+                    name,
+                    rate_percent,
+                    applies_to,
+                }
             }
         });
     }
     let export = match v.export {
         None => None,
         Some(RawExport::Gross { sell_price_per_kwh }) => {
-            check_price(sell_price_per_kwh, false, &format!("{at}.export.sell_price_per_kwh"))?;
+            check_price(
+                sell_price_per_kwh,
+                false,
+                &format!("{at}.export.sell_price_per_kwh"),
+            )?;
             Some(ExportRule::Gross { sell_price_per_kwh })
         }
-        Some(RawExport::Net { netting, excess, excess_price_per_kwh }) => {
+        Some(RawExport::Net {
+            netting,
+            excess,
+            excess_price_per_kwh,
+        }) => {
             let loc = format!("{at}.export");
             let excess = match (excess, excess_price_per_kwh) {
                 (RawExcess::Pay, Some(p)) => {
@@ -497,7 +584,10 @@ fn validate_version(v: RawVersion, at: &str) -> Result<TariffVersion> {
                     Excess::Pay { price_per_kwh: p }
                 }
                 (RawExcess::Pay, None) => {
-                    return Err(Error::tariff(format!("{loc}.excess_price_per_kwh"), "excess = \"pay\" needs a price"));
+                    return Err(Error::tariff(
+                        format!("{loc}.excess_price_per_kwh"),
+                        "excess = \"pay\" needs a price",
+                    ));
                 }
                 (_, Some(_)) => {
                     return Err(Error::tariff(
@@ -511,12 +601,28 @@ fn validate_version(v: RawVersion, at: &str) -> Result<TariffVersion> {
             Some(ExportRule::Net { netting, excess })
         }
     };
-    Ok(TariffVersion { valid_from, energy, demand, fixed, taxes, export })
+    Ok(TariffVersion {
+        valid_from,
+        energy,
+        demand,
+        fixed,
+        taxes,
+        export,
+    })
 }
 
-fn validate_tiers(pricing: TierPricing, proration: Proration, blocks: Vec<RawBlock>, neg: bool, at: &str) -> Result<Tiers> {
+fn validate_tiers(
+    pricing: TierPricing,
+    proration: Proration,
+    blocks: Vec<RawBlock>,
+    neg: bool,
+    at: &str,
+) -> Result<Tiers> {
     if blocks.is_empty() {
-        return Err(Error::tariff(format!("{at}.blocks"), "a tiered tariff needs at least one block"));
+        return Err(Error::tariff(
+            format!("{at}.blocks"),
+            "a tiered tariff needs at least one block",
+        ));
     }
     let last = blocks.len() - 1;
     let mut previous = Decimal::ZERO;
@@ -529,14 +635,19 @@ fn validate_tiers(pricing: TierPricing, proration: Proration, blocks: Vec<RawBlo
                 if limit <= previous {
                     return Err(Error::tariff(
                         format!("{loc}.up_to_kwh"),
-                        format!("{limit} kWh is not above the previous block's {previous} kWh; blocks must be in increasing order"),
+                        format!(
+                            "{limit} kWh is not above the previous block's {previous} kWh; blocks must be in increasing order"
+                        ),
                     ));
                 }
                 previous = limit;
             }
             (None, true) => {}
             (None, false) => {
-                return Err(Error::tariff(format!("{loc}.up_to_kwh"), "only the last block may be open-ended"));
+                return Err(Error::tariff(
+                    format!("{loc}.up_to_kwh"),
+                    "only the last block may be open-ended",
+                ));
             }
             (Some(_), true) => {
                 return Err(Error::tariff(
@@ -545,9 +656,16 @@ fn validate_tiers(pricing: TierPricing, proration: Proration, blocks: Vec<RawBlo
                 ));
             }
         }
-        out.push(Block { up_to_kwh: b.up_to_kwh, price_per_kwh: b.price_per_kwh });
+        out.push(Block {
+            up_to_kwh: b.up_to_kwh,
+            price_per_kwh: b.price_per_kwh,
+        });
     }
-    Ok(Tiers { pricing, proration, blocks: out })
+    Ok(Tiers {
+        pricing,
+        proration,
+        blocks: out,
+    })
 }
 
 /// Parses `HH:MM`; `24:00` is allowed as an end of day.
@@ -588,18 +706,36 @@ fn fmt_minute(m: u32) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
-fn validate_tou(periods: Vec<RawPeriod>, windows: Vec<RawWindow>, neg: bool, at: &str) -> Result<TouSchedule> {
+fn validate_tou(
+    periods: Vec<RawPeriod>,
+    windows: Vec<RawWindow>,
+    neg: bool,
+    at: &str,
+) -> Result<TouSchedule> {
     if periods.is_empty() {
-        return Err(Error::tariff(format!("{at}.periods"), "time-of-use pricing needs at least one period"));
+        return Err(Error::tariff(
+            format!("{at}.periods"),
+            "time-of-use pricing needs at least one period",
+        ));
     }
     let mut names = BTreeSet::new();
     let mut out_periods = Vec::new();
     for (i, p) in periods.into_iter().enumerate() {
-        check_price(p.price_per_kwh, neg, &format!("{at}.periods[{i}].price_per_kwh"))?;
+        check_price(
+            p.price_per_kwh,
+            neg,
+            &format!("{at}.periods[{i}].price_per_kwh"),
+        )?;
         if !names.insert(p.name.clone()) {
-            return Err(Error::tariff(format!("{at}.periods[{i}].name"), format!("period {:?} is defined twice", p.name)));
+            return Err(Error::tariff(
+                format!("{at}.periods[{i}].name"),
+                format!("period {:?} is defined twice", p.name),
+            ));
         }
-        out_periods.push(TouPeriod { name: p.name, price_per_kwh: p.price_per_kwh });
+        out_periods.push(TouPeriod {
+            name: p.name,
+            price_per_kwh: p.price_per_kwh,
+        });
     }
     // (from, to, period, window index) per day type.
     let mut per_day: [Vec<(u32, u32, usize, usize)>; 8] = Default::default();
@@ -608,24 +744,46 @@ fn validate_tou(periods: Vec<RawPeriod>, windows: Vec<RawWindow>, neg: bool, at:
         let period = out_periods
             .iter()
             .position(|p| p.name == w.period)
-            .ok_or_else(|| Error::tariff(format!("{loc}.period"), format!("unknown period {:?}", w.period)))?;
+            .ok_or_else(|| {
+                Error::tariff(
+                    format!("{loc}.period"),
+                    format!("unknown period {:?}", w.period),
+                )
+            })?;
         let from = parse_minute(&w.from, false, &format!("{loc}.from"))?;
         let to = parse_minute(&w.to, true, &format!("{loc}.to"))?;
         if from == to {
-            return Err(Error::tariff(&loc, format!("window {}-{} is empty; use 00:00-24:00 for a whole day", w.from, w.to)));
+            return Err(Error::tariff(
+                &loc,
+                format!(
+                    "window {}-{} is empty; use 00:00-24:00 for a whole day",
+                    w.from, w.to
+                ),
+            ));
         }
         if w.days.is_empty() {
-            return Err(Error::tariff(format!("{loc}.days"), "name at least one day"));
+            return Err(Error::tariff(
+                format!("{loc}.days"),
+                "name at least one day",
+            ));
         }
         // A window whose end is before its start crosses midnight: it covers the end and the
         // start of each listed day. The day type is always that of the instant's own local date.
-        let pieces: Vec<(u32, u32)> =
-            if from < to { vec![(from, to)] } else { vec![(from, 1440), (0, to)].into_iter().filter(|(a, b)| a < b).collect() };
+        let pieces: Vec<(u32, u32)> = if from < to {
+            vec![(from, to)]
+        } else {
+            vec![(from, 1440), (0, to)]
+                .into_iter()
+                .filter(|(a, b)| a < b)
+                .collect()
+        };
         for name in &w.days {
             let days = day_names(name).ok_or_else(|| {
                 Error::tariff(
                     format!("{loc}.days"),
-                    format!("unknown day {name:?} (use mon..sun, holiday, weekdays, weekend or all)"),
+                    format!(
+                        "unknown day {name:?} (use mon..sun, holiday, weekdays, weekend or all)"
+                    ),
                 )
             })?;
             for day in days {
@@ -658,7 +816,11 @@ fn validate_tou(periods: Vec<RawPeriod>, windows: Vec<RawWindow>, neg: bool, at:
             if a > cursor {
                 return Err(Error::tariff(
                     format!("{at}.windows"),
-                    format!("{day} {}-{} is not covered by any window (windows must tile each day without gaps)", fmt_minute(cursor), fmt_minute(a)),
+                    format!(
+                        "{day} {}-{} is not covered by any window (windows must tile each day without gaps)",
+                        fmt_minute(cursor),
+                        fmt_minute(a)
+                    ),
                 ));
             }
             segments[day.index()].push((a, b, period));
@@ -668,9 +830,15 @@ fn validate_tou(periods: Vec<RawPeriod>, windows: Vec<RawWindow>, neg: bool, at:
         if cursor < 1440 {
             return Err(Error::tariff(
                 format!("{at}.windows"),
-                format!("{day} {}-24:00 is not covered by any window (windows must tile each day without gaps)", fmt_minute(cursor)),
+                format!(
+                    "{day} {}-24:00 is not covered by any window (windows must tile each day without gaps)",
+                    fmt_minute(cursor)
+                ),
             ));
         }
     }
-    Ok(TouSchedule { periods: out_periods, segments })
+    Ok(TouSchedule {
+        periods: out_periods,
+        segments,
+    })
 }

@@ -41,7 +41,15 @@ fn overlapping_tou_windows_are_rejected_naming_both() {
         ]"
     ));
     assert_eq!(err.kind(), ErrorKind::InvalidTariff);
-    assert_mentions(&err, &["versions[0].energy.windows[1]", "overlaps windows[0]", "on mon", "21:00"]);
+    assert_mentions(
+        &err,
+        &[
+            "versions[0].energy.windows[1]",
+            "overlaps windows[0]",
+            "on mon",
+            "21:00",
+        ],
+    );
 }
 
 #[test]
@@ -53,7 +61,13 @@ fn gaps_in_tou_windows_are_rejected_naming_the_day_and_hours() {
         ]"
     ));
     // Holidays are their own day type and nothing covers them.
-    assert_mentions(&err, &["versions[0].energy.windows", "holiday 00:00-24:00 is not covered"]);
+    assert_mentions(
+        &err,
+        &[
+            "versions[0].energy.windows",
+            "holiday 00:00-24:00 is not covered",
+        ],
+    );
     let err = rejected(&format!(
         "{TOU_HEAD}windows = [
           {{ days = [\"all\"], from = \"07:00\", to = \"22:00\", period = \"peak\" }},
@@ -73,7 +87,14 @@ fn a_window_crossing_midnight_is_accepted_and_covers_both_ends_of_the_day() {
     ))
     .unwrap();
     let cycle = Cycle::new(d(2026, 1, 5), d(2026, 1, 6));
-    let bill = rate_cycle(&t, &input(cycle, readings(&t, cycle.start, cycle.end, 60, |_| (1000, 0)))).unwrap();
+    let bill = rate_cycle(
+        &t,
+        &input(
+            cycle,
+            readings(&t, cycle.start, cycle.end, 60, |_| (1000, 0)),
+        ),
+    )
+    .unwrap();
     // 15 peak hours (07-22) and 9 off-peak hours (22-24 and 00-07).
     assert_eq!(bill.lines[0].quantity, crate::dec("15"));
     assert_eq!(bill.lines[1].quantity, crate::dec("9"));
@@ -88,7 +109,14 @@ fn negative_prices_are_rejected_unless_allowed() {
         )
     };
     let err = rejected(&flat("", "-0.05"));
-    assert_mentions(&err, &["versions[0].energy.price_per_kwh", "negative price -0.05", "allow_negative_prices"]);
+    assert_mentions(
+        &err,
+        &[
+            "versions[0].energy.price_per_kwh",
+            "negative price -0.05",
+            "allow_negative_prices",
+        ],
+    );
     assert!(Tariff::from_toml(&flat("allow_negative_prices = true\n", "-0.05")).is_ok());
 }
 
@@ -110,7 +138,13 @@ fn tiers_out_of_order_are_rejected() {
         blocks = [{ up_to_kwh = 150, price_per_kwh = 1 }, { up_to_kwh = 75, price_per_kwh = 2 }, { price_per_kwh = 3 }]
         "#,
     );
-    assert_mentions(&err, &["versions[0].energy.blocks[1].up_to_kwh", "75 kWh is not above the previous block's 150 kWh"]);
+    assert_mentions(
+        &err,
+        &[
+            "versions[0].energy.blocks[1].up_to_kwh",
+            "75 kWh is not above the previous block's 150 kWh",
+        ],
+    );
 }
 
 #[test]
@@ -126,16 +160,31 @@ fn unknown_time_zones_fields_and_values_are_rejected() {
         energy = { type = "flat", price_per_kwh = 0.3 }
     "#;
     let err = rejected(base);
-    assert_mentions(&err, &["time_zone", "unknown time zone \"Europe/Atlantis\""]);
+    assert_mentions(
+        &err,
+        &["time_zone", "unknown time zone \"Europe/Atlantis\""],
+    );
 
-    let err = rejected(&base.replace("Europe/Atlantis", "UTC").replace("name = \"t\"", "name = \"t\"\ncolour = \"red\""));
+    let err = rejected(
+        &base
+            .replace("Europe/Atlantis", "UTC")
+            .replace("name = \"t\"", "name = \"t\"\ncolour = \"red\""),
+    );
     assert_eq!(err.kind(), ErrorKind::Syntax);
     assert_mentions(&err, &["unknown field `colour`", "line 4"]);
 
-    let err = rejected(&base.replace("Europe/Atlantis", "UTC").replace("half-up", "bankers"));
+    let err = rejected(
+        &base
+            .replace("Europe/Atlantis", "UTC")
+            .replace("half-up", "bankers"),
+    );
     assert_mentions(&err, &["unknown variant `bankers`", "half-even"]);
 
-    let err = rejected(&base.replace("Europe/Atlantis", "UTC").replace("0.3", "\"abc\""));
+    let err = rejected(
+        &base
+            .replace("Europe/Atlantis", "UTC")
+            .replace("0.3", "\"abc\""),
+    );
     assert_mentions(&err, &["\"abc\" is not a decimal number"]);
 }
 
@@ -148,8 +197,17 @@ fn versions_must_be_in_order_and_dates_plain() {
              [[versions]]\nvalid_from = {second}\nenergy = {{ type = \"flat\", price_per_kwh = 0.3 }}\n"
         )
     };
-    assert_mentions(&rejected(&text("2026-02-01")), &["versions[1].valid_from", "not after the previous version's 2026-03-01"]);
-    assert_mentions(&rejected(&text("2026-04-01T00:00:00Z")), &["versions[1].valid_from", "must be a local date"]);
+    assert_mentions(
+        &rejected(&text("2026-02-01")),
+        &[
+            "versions[1].valid_from",
+            "not after the previous version's 2026-03-01",
+        ],
+    );
+    assert_mentions(
+        &rejected(&text("2026-04-01T00:00:00Z")),
+        &["versions[1].valid_from", "must be a local date"],
+    );
 }
 
 #[test]
@@ -178,15 +236,34 @@ fn bad_readings_are_rejected_with_their_position() {
 
     // A reading across the 16:00 peak edge would need an invented split.
     let start = Utc.with_ymd_and_hms(2026, 7, 1, 22, 45, 0).unwrap(); // 15:45 PDT
-    let across = vec![IntervalReading { start, end: start + Duration::minutes(30), import_wh: 10, export_wh: 0 }];
+    let across = vec![IntervalReading {
+        start,
+        end: start + Duration::minutes(30),
+        import_wh: 10,
+        export_wh: 0,
+    }];
     let err = rate_cycle(&t, &input(cycle, across)).unwrap_err();
-    assert_mentions(&err, &["crosses a time-of-use boundary at 2026-07-01 16:00"]);
+    assert_mentions(
+        &err,
+        &["crosses a time-of-use boundary at 2026-07-01 16:00"],
+    );
 
     // Outside the cycle.
     let late = Utc.with_ymd_and_hms(2026, 8, 1, 12, 0, 0).unwrap();
-    let outside = vec![IntervalReading { start: late, end: late + Duration::minutes(15), import_wh: 10, export_wh: 0 }];
+    let outside = vec![IntervalReading {
+        start: late,
+        end: late + Duration::minutes(15),
+        import_wh: 10,
+        export_wh: 0,
+    }];
     let err = rate_cycle(&t, &input(cycle, outside)).unwrap_err();
-    assert_mentions(&err, &["readings[0] (2026-08-01T12:00:00Z)", "outside the period rated"]);
+    assert_mentions(
+        &err,
+        &[
+            "readings[0] (2026-08-01T12:00:00Z)",
+            "outside the period rated",
+        ],
+    );
 }
 
 #[test]
@@ -195,7 +272,18 @@ fn a_reading_across_a_tariff_change_is_rejected() {
     let cycle = Cycle::new(d(2026, 3, 15), d(2026, 4, 15));
     // 23:00 UTC on 31 March is 00:00 BST on 1 April, the change; this reading runs 22:30-23:30.
     let start = Utc.with_ymd_and_hms(2026, 3, 31, 22, 30, 0).unwrap();
-    let rs = vec![IntervalReading { start, end: start + Duration::hours(1), import_wh: 10, export_wh: 0 }];
+    let rs = vec![IntervalReading {
+        start,
+        end: start + Duration::hours(1),
+        import_wh: 10,
+        export_wh: 0,
+    }];
     let err = rate_cycle(&t, &input(cycle, rs)).unwrap_err();
-    assert_mentions(&err, &["readings[0]", "crosses the tariff change at the start of 2026-04-01"]);
+    assert_mentions(
+        &err,
+        &[
+            "readings[0]",
+            "crosses the tariff change at the start of 2026-04-01",
+        ],
+    );
 }

@@ -7,7 +7,10 @@ use chrono::{Datelike, Timelike, Weekday};
 use crate::{d, dec, input, readings, tariff};
 
 fn amounts(bill: &billing::Bill) -> Vec<(LineKind, String)> {
-    bill.lines.iter().map(|l| (l.kind, l.amount.to_string())).collect()
+    bill.lines
+        .iter()
+        .map(|l| (l.kind, l.amount.to_string()))
+        .collect()
 }
 
 #[test]
@@ -23,7 +26,14 @@ fn gb_single_rate_cycle_spanning_a_price_change_and_a_dst_day() {
     // Total 60.08 + 3.00 + 50.76 + 2.54 = 116.38
     let t = tariff("gb_single_rate.toml");
     let cycle = Cycle::new(d(2026, 3, 15), d(2026, 4, 15));
-    let bill = rate_cycle(&t, &input(cycle, readings(&t, cycle.start, cycle.end, 60, |_| (500, 0)))).unwrap();
+    let bill = rate_cycle(
+        &t,
+        &input(
+            cycle,
+            readings(&t, cycle.start, cycle.end, 60, |_| (500, 0)),
+        ),
+    )
+    .unwrap();
     assert_eq!(
         amounts(&bill),
         vec![
@@ -36,8 +46,16 @@ fn gb_single_rate_cycle_spanning_a_price_change_and_a_dst_day() {
         ]
     );
     assert_eq!(bill.lines[0].quantity, dec("203.5"));
-    assert!(bill.lines[0].description.contains("tariff from 2026-01-01"), "{}", bill.lines[0].description);
-    assert!(bill.lines[3].description.contains("tariff from 2026-04-01"), "{}", bill.lines[3].description);
+    assert!(
+        bill.lines[0].description.contains("tariff from 2026-01-01"),
+        "{}",
+        bill.lines[0].description
+    );
+    assert!(
+        bill.lines[3].description.contains("tariff from 2026-04-01"),
+        "{}",
+        bill.lines[3].description
+    );
     assert_eq!(bill.subtotal, dec("110.84"));
     assert_eq!(bill.taxes, dec("5.54"));
     assert_eq!(bill.total, dec("116.38"));
@@ -51,9 +69,28 @@ fn mx_tarifa1_telescopic_full_month() {
     //   excedente 140 kWh × 3.50 = 490.00; energy 643.00; IVA 16 % = 102.88; total 745.88
     let t = tariff("mx_tarifa1_telescopic.toml");
     let cycle = Cycle::new(d(2026, 2, 1), d(2026, 3, 1));
-    let bill = rate_cycle(&t, &input(cycle, readings(&t, cycle.start, cycle.end, 24 * 60, |_| (10_000, 0)))).unwrap();
-    let energy: Vec<_> = bill.lines.iter().filter(|l| l.kind == LineKind::Energy).map(|l| (l.quantity, l.amount)).collect();
-    assert_eq!(energy, vec![(dec("75"), dec("75.00")), (dec("65"), dec("78.00")), (dec("140"), dec("490.00"))]);
+    let bill = rate_cycle(
+        &t,
+        &input(
+            cycle,
+            readings(&t, cycle.start, cycle.end, 24 * 60, |_| (10_000, 0)),
+        ),
+    )
+    .unwrap();
+    let energy: Vec<_> = bill
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Energy)
+        .map(|l| (l.quantity, l.amount))
+        .collect();
+    assert_eq!(
+        energy,
+        vec![
+            (dec("75"), dec("75.00")),
+            (dec("65"), dec("78.00")),
+            (dec("140"), dec("490.00"))
+        ]
+    );
     assert_eq!(bill.taxes, dec("102.88"));
     assert_eq!(bill.total, dec("745.88"));
 }
@@ -69,14 +106,29 @@ fn mx_tarifa1_partial_month_prorates_blocks_by_calendar_days() {
     //   energy 110.84; IVA 16 % = 17.7344 → 17.73; total 128.57
     let t = tariff("mx_tarifa1_telescopic.toml");
     let cycle = Cycle::new(d(2026, 3, 10), d(2026, 4, 1));
-    let rs = readings(&t, cycle.start, cycle.end, 24 * 60, |l| if l.day() < 30 { (5_000, 0) } else { (0, 0) });
+    let rs = readings(&t, cycle.start, cycle.end, 24 * 60, |l| {
+        if l.day() < 30 { (5_000, 0) } else { (0, 0) }
+    });
     let bill = rate_cycle(&t, &input(cycle, rs)).unwrap();
-    let energy: Vec<_> = bill.lines.iter().filter(|l| l.kind == LineKind::Energy).map(|l| (l.quantity, l.amount)).collect();
+    let energy: Vec<_> = bill
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Energy)
+        .map(|l| (l.quantity, l.amount))
+        .collect();
     assert_eq!(
         energy,
-        vec![(dec("53.226"), dec("53.23")), (dec("46.129"), dec("55.35")), (dec("0.645"), dec("2.26"))]
+        vec![
+            (dec("53.226"), dec("53.23")),
+            (dec("46.129"), dec("55.35")),
+            (dec("0.645"), dec("2.26"))
+        ]
     );
-    assert!(bill.lines[0].description.contains("0-53.226 kWh"), "{}", bill.lines[0].description);
+    assert!(
+        bill.lines[0].description.contains("0-53.226 kWh"),
+        "{}",
+        bill.lines[0].description
+    );
     assert_eq!(bill.total, dec("128.57"));
 }
 
@@ -86,15 +138,35 @@ fn in_slab_all_units_prices_everything_at_the_slab_reached() {
     //   150 × 4.50 = 675.00; fixed 50 × 1 month = 50.00; duty 5 % of 675.00 = 33.75; total 758.75
     let t = tariff("in_slab_all_units.toml");
     let cycle = Cycle::new(d(2026, 1, 1), d(2026, 2, 1));
-    let bill = rate_cycle(&t, &input(cycle, readings(&t, cycle.start, cycle.end, 24 * 60, |l| if l.day() <= 30 { (5_000, 0) } else { (0, 0) }))).unwrap();
-    assert_eq!(amounts(&bill), vec![(LineKind::Energy, "675.00".into()), (LineKind::Fixed, "50.00".into()), (LineKind::Tax, "33.75".into())]);
+    let bill = rate_cycle(
+        &t,
+        &input(
+            cycle,
+            readings(&t, cycle.start, cycle.end, 24 * 60, |l| {
+                if l.day() <= 30 { (5_000, 0) } else { (0, 0) }
+            }),
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        amounts(&bill),
+        vec![
+            (LineKind::Energy, "675.00".into()),
+            (LineKind::Fixed, "50.00".into()),
+            (LineKind::Tax, "33.75".into())
+        ]
+    );
     assert_eq!(bill.lines[1].unit, Unit::Month);
     assert_eq!(bill.total, dec("758.75"));
 
     // The slab edge: exactly 100 kWh stays in slab 1 (100 × 3.00 = 300.00, duty 15.00,
     // total 365.00); one more Wh reaches slab 2 for every unit: 100.001 × 4.50 = 450.0045 →
     // 450.00 (half-up at the cent), duty 22.50, total 522.50.
-    let one_day = |wh: u64| readings(&t, cycle.start, cycle.end, 24 * 60, move |l| if l.day() == 1 { (wh, 0) } else { (0, 0) });
+    let one_day = |wh: u64| {
+        readings(&t, cycle.start, cycle.end, 24 * 60, move |l| {
+            if l.day() == 1 { (wh, 0) } else { (0, 0) }
+        })
+    };
     let at_edge = rate_cycle(&t, &input(cycle, one_day(100_000))).unwrap();
     assert_eq!(at_edge.total, dec("365.00"));
     let past_edge = rate_cycle(&t, &input(cycle, one_day(100_001))).unwrap();
@@ -123,10 +195,24 @@ fn us_commercial_tou_with_peak_demand_and_a_holiday() {
         if l.day() == 16 && l.hour() == 10 && l.minute() == 0 {
             return (2500, 0);
         }
-        if weekday && (16..21).contains(&l.hour()) { (500, 0) } else { (250, 0) }
+        if weekday && (16..21).contains(&l.hour()) {
+            (500, 0)
+        } else {
+            (250, 0)
+        }
     });
     let bill = rate_cycle(&t, &input(cycle, rs)).unwrap();
-    let lines: Vec<_> = bill.lines.iter().map(|l| (l.kind, l.quantity.normalize().to_string(), l.amount.to_string())).collect();
+    let lines: Vec<_> = bill
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.kind,
+                l.quantity.normalize().to_string(),
+                l.amount.to_string(),
+            )
+        })
+        .collect();
     assert_eq!(
         lines,
         vec![
@@ -137,7 +223,13 @@ fn us_commercial_tou_with_peak_demand_and_a_holiday() {
             (LineKind::Tax, "391.51".into(), "19.58".into()),
         ]
     );
-    assert!(bill.lines[2].description.contains("in peak at 2026-07-15 17:00"), "{}", bill.lines[2].description);
+    assert!(
+        bill.lines[2]
+            .description
+            .contains("in peak at 2026-07-15 17:00"),
+        "{}",
+        bill.lines[2].description
+    );
     assert_eq!(bill.total, dec("411.09"));
 }
 
@@ -148,18 +240,40 @@ fn mx_net_metering_nets_the_cycle_and_banks_excess() {
     //   75 × 1.00 = 75.00; 45 × 1.20 = 54.00; energy 129.00; IVA 16 % = 20.64; total 149.64
     let t = tariff("mx_net_metering.toml");
     let cycle = Cycle::new(d(2026, 2, 1), d(2026, 3, 1));
-    let mut inp = input(cycle, readings(&t, cycle.start, cycle.end, 24 * 60, |l| if l.day() <= 20 { (20_000, 12_500) } else { (0, 0) }));
+    let mut inp = input(
+        cycle,
+        readings(&t, cycle.start, cycle.end, 24 * 60, |l| {
+            if l.day() <= 20 {
+                (20_000, 12_500)
+            } else {
+                (0, 0)
+            }
+        }),
+    );
     inp.credit_carried_in_wh = 30_000;
     let bill = rate_cycle(&t, &inp).unwrap();
     assert_eq!(bill.total, dec("149.64"));
     assert_eq!(bill.energy.billed_import_wh, 120_000);
     assert_eq!(bill.energy.credit_used_wh, 30_000);
     assert_eq!(bill.energy.credit_carried_out_wh, 0);
-    assert!(bill.lines.iter().any(|l| l.kind == LineKind::Export && l.quantity == dec("30") && l.amount.is_zero()));
+    assert!(
+        bill.lines
+            .iter()
+            .any(|l| l.kind == LineKind::Export && l.quantity == dec("30") && l.amount.is_zero())
+    );
 
     // A sunny month: 200 kWh in, 260 kWh out. Net -60 kWh: nothing billed, the 30 kWh credit
     // is untouched and 60 kWh more is banked: 90 kWh carried out; total 0.00.
-    let mut sunny = input(cycle, readings(&t, cycle.start, cycle.end, 24 * 60, |l| if l.day() <= 20 { (10_000, 13_000) } else { (0, 0) }));
+    let mut sunny = input(
+        cycle,
+        readings(&t, cycle.start, cycle.end, 24 * 60, |l| {
+            if l.day() <= 20 {
+                (10_000, 13_000)
+            } else {
+                (0, 0)
+            }
+        }),
+    );
     sunny.credit_carried_in_wh = 30_000;
     let bill = rate_cycle(&t, &sunny).unwrap();
     assert_eq!(bill.total, dec("0.00"));
@@ -175,7 +289,10 @@ fn de_feed_in_gross_bills_import_and_credits_export() {
     let t = tariff("de_feed_in_gross.toml");
     let cycle = Cycle::new(d(2026, 6, 1), d(2026, 7, 1));
     let rs = readings(&t, cycle.start, cycle.end, 24 * 60, |l| {
-        (if l.day() <= 25 { 10_000 } else { 0 }, if l.day() <= 20 { 20_000 } else { 0 })
+        (
+            if l.day() <= 25 { 10_000 } else { 0 },
+            if l.day() <= 20 { 20_000 } else { 0 },
+        )
     });
     let bill = rate_cycle(&t, &input(cycle, rs)).unwrap();
     assert_eq!(
@@ -195,7 +312,10 @@ fn golden_bill_renders_as_csv() {
     let t = tariff("de_feed_in_gross.toml");
     let cycle = Cycle::new(d(2026, 6, 1), d(2026, 7, 1));
     let rs = readings(&t, cycle.start, cycle.end, 24 * 60, |l| {
-        (if l.day() <= 25 { 10_000 } else { 0 }, if l.day() <= 20 { 20_000 } else { 0 })
+        (
+            if l.day() <= 25 { 10_000 } else { 0 },
+            if l.day() <= 20 { 20_000 } else { 0 },
+        )
     });
     let mut inp = input(cycle, rs);
     inp.previous_balance = dec("10.00");

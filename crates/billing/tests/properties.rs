@@ -2,7 +2,8 @@
 //! idempotent re-rating, projection convergence, prepaid debits adding up to the bill.
 
 use billing::{
-    Bill, BillStatus, Cycle, LineKind, Tariff, bill_to_date, day_length_s, prepaid, project, rate_cycle, rerate, start_of_day,
+    Bill, BillStatus, Cycle, LineKind, Tariff, bill_to_date, day_length_s, prepaid, project,
+    rate_cycle, rerate, start_of_day,
 };
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike};
 use proptest::prelude::*;
@@ -21,7 +22,8 @@ fn mix(seed: u64, i: u64) -> u64 {
 /// Energy that depends only on the local weekday and time of day (a weekly-periodic household).
 fn weekly(seed: u64) -> impl Fn(NaiveDateTime) -> (u64, u64) {
     move |l| {
-        let slot = u64::from(l.weekday().num_days_from_monday()) * 96 + u64::from(l.hour() * 4 + l.minute() / 15);
+        let slot = u64::from(l.weekday().num_days_from_monday()) * 96
+            + u64::from(l.hour() * 4 + l.minute() / 15);
         let v = mix(seed, slot);
         (v % 900, (v >> 20) % 400)
     }
@@ -47,9 +49,26 @@ const EXAMPLES: [&str; 6] = [
 fn check_arithmetic(bill: &Bill) -> Result<(), TestCaseError> {
     let sum: Decimal = bill.lines.iter().map(|l| l.amount).sum();
     prop_assert_eq!(bill.total, sum);
-    prop_assert_eq!(bill.subtotal, bill.lines.iter().filter(|l| !l.kind.is_tax()).map(|l| l.amount).sum::<Decimal>());
-    prop_assert_eq!(bill.taxes, bill.lines.iter().filter(|l| l.kind.is_tax()).map(|l| l.amount).sum::<Decimal>());
-    prop_assert_eq!(bill.amount_due, bill.previous_balance - bill.payments + bill.total);
+    prop_assert_eq!(
+        bill.subtotal,
+        bill.lines
+            .iter()
+            .filter(|l| !l.kind.is_tax())
+            .map(|l| l.amount)
+            .sum::<Decimal>()
+    );
+    prop_assert_eq!(
+        bill.taxes,
+        bill.lines
+            .iter()
+            .filter(|l| l.kind.is_tax())
+            .map(|l| l.amount)
+            .sum::<Decimal>()
+    );
+    prop_assert_eq!(
+        bill.amount_due,
+        bill.previous_balance - bill.payments + bill.total
+    );
     for l in &bill.lines {
         prop_assert_eq!(l.exact_amount, l.quantity * l.unit_price);
         prop_assert_eq!(l.amount, bill.currency.round(l.exact_amount));
@@ -60,7 +79,12 @@ fn check_arithmetic(bill: &Bill) -> Result<(), TestCaseError> {
     for row in csv.split("\r\n").skip(1).filter(|r| !r.is_empty()) {
         let kind = row.split(',').next().unwrap_or_default();
         if kind != "info" && kind != "summary" {
-            csv_sum += row.rsplit(',').next().unwrap_or_default().parse::<Decimal>().unwrap();
+            csv_sum += row
+                .rsplit(',')
+                .next()
+                .unwrap_or_default()
+                .parse::<Decimal>()
+                .unwrap();
         }
     }
     prop_assert_eq!(csv_sum, bill.total);
@@ -252,7 +276,11 @@ fn tiered_energy_is_not_split_invariant_so_the_engine_rates_the_whole_cycle() {
     let second = Cycle::new(d(2026, 4, 16), d(2026, 5, 1));
     // All 150 kWh in the first half.
     let energy = |l: NaiveDateTime| if l.day() <= 15 { (10_000, 0) } else { (0, 0) };
-    let rate = |c: Cycle| rate_cycle(&t, &input(c, readings(&t, c.start, c.end, 24 * 60, energy))).unwrap().total_of(LineKind::Energy);
+    let rate = |c: Cycle| {
+        rate_cycle(&t, &input(c, readings(&t, c.start, c.end, 24 * 60, energy)))
+            .unwrap()
+            .total_of(LineKind::Energy)
+    };
     // Whole April: 75 × 1.00 + 65 × 1.20 + 10 × 3.50 = 75.00 + 78.00 + 35.00 = 188.00
     assert_eq!(rate(whole), dec("188.00"));
     // First half alone, blocks × 15/30: 37.5 × 1.00 + 32.5 × 1.20 + 80 × 3.50 = 37.50 + 39.00 + 280.00

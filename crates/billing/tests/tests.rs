@@ -41,7 +41,12 @@ pub fn readings(
     while t < stop {
         let next = (t + Duration::minutes(step_min)).min(stop);
         let (import_wh, export_wh) = energy(t.with_timezone(&tz).naive_local());
-        out.push(IntervalReading { start: t, end: next, import_wh, export_wh });
+        out.push(IntervalReading {
+            start: t,
+            end: next,
+            import_wh,
+            export_wh,
+        });
         t = next;
     }
     out
