@@ -1,0 +1,2 @@
+//! Criterion benchmarks of the metrology hot paths (placeholder body replaced below).
+fn main() {}

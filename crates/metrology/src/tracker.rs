@@ -1,0 +1,187 @@
+//! Cycle tracking: positive-going zero crossings of the fundamental of the reference voltage.
+//!
+//! The voltage goes through two cascaded band-pass biquads centred on the nominal frequency
+//! (Q = 1; RBJ audio-EQ cookbook band-pass, 0 dB peak). They remove DC, attenuate the 3rd
+//! harmonic 8× and the 5th 24× and cut broadband noise, so the filtered signal is close to a sine
+//! and crosses zero once per cycle. A harmonic that survives the filter moves every crossing by
+//! the same amount in a steady signal, and the filter's phase delay is constant, so the spacing of
+//! crossings — the period — is exact. Crossings are located to a fraction of a sample with a cubic
+//! through four filtered samples, solved by Newton's method; hysteresis (the filter output must go
+//! below −30 % of its recent amplitude before the next positive crossing counts) rejects noise
+//! chatter. The first four nominal cycles are ignored while the filters settle.
+
+use core::f64::consts::PI;
+
+#[derive(Clone, Copy, Default)]
+struct Biquad {
+    b0: f64,
+    b2: f64,
+    a1: f64,
+    a2: f64,
+    x1: f64,
+    x2: f64,
+    y1: f64,
+    y2: f64,
+}
+
+impl Biquad {
+    fn band_pass(f0_hz: f64, q: f64, fs_hz: f64) -> Self {
+        let w0 = 2.0 * PI * f0_hz / fs_hz;
+        let alpha = libm::sin(w0) / (2.0 * q);
+        let a0 = 1.0 + alpha;
+        Self {
+            b0: alpha / a0,
+            b2: -alpha / a0,
+            a1: -2.0 * libm::cos(w0) / a0,
+            a2: (1.0 - alpha) / a0,
+            ..Self::default()
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self, x: f64) -> f64 {
+        // b1 = 0 for this band-pass.
+        let y = self.b0 * x + self.b2 * self.x2 - self.a1 * self.y1 - self.a2 * self.y2;
+        self.x2 = self.x1;
+        self.x1 = x;
+        self.y2 = self.y1;
+        self.y1 = y;
+        y
+    }
+}
+
+pub(crate) struct Tracker {
+    stages: [Biquad; 2],
+    /// The last four filtered samples, oldest first.
+    hist: [f64; 4],
+    /// Samples seen so far; `hist[3]` is sample `index - 1`.
+    index: u64,
+    amp: f64,
+    amp_decay: f64,
+    amp_min: f64,
+    armed: bool,
+    settle_until: u64,
+    min_spacing: f64,
+    last_crossing: f64,
+}
+
+impl Tracker {
+    /// `min_amplitude` is the smallest filtered peak (in volts) that counts as a voltage.
+    pub(crate) fn new(nominal_hz: f64, fs_hz: f64, min_amplitude: f64) -> Self {
+        let period = fs_hz / nominal_hz;
+        Self {
+            stages: [Biquad::band_pass(nominal_hz, 1.0, fs_hz); 2],
+            hist: [0.0; 4],
+            index: 0,
+            amp: 0.0,
+            // The amplitude estimate halves in about two cycles when the voltage goes away.
+            amp_decay: libm::exp(-core::f64::consts::LN_2 / (2.0 * period)),
+            amp_min: min_amplitude,
+            armed: false,
+            settle_until: libm::ceil(4.0 * period) as u64,
+            // Crossings closer than half a nominal period are chatter, not cycles.
+            min_spacing: 0.5 * period,
+            last_crossing: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Filters `samples` (the continuation of the stream) and calls `on_crossing` with the
+    /// absolute fractional sample position of every cycle boundary found.
+    pub(crate) fn process(&mut self, samples: &[f64], mut on_crossing: impl FnMut(f64)) {
+        for &x in samples {
+            let first = self.stages[0].step(x);
+            let y = self.stages[1].step(first);
+            self.hist = [self.hist[1], self.hist[2], self.hist[3], y];
+            self.index += 1;
+            let a = y.abs();
+            self.amp = if a > self.amp { a } else { self.amp * self.amp_decay };
+            if self.amp < self.amp_min {
+                self.armed = false;
+                continue;
+            }
+            // Look one sample back so the cubic has a point on either side of the crossing.
+            let (y0, y1) = (self.hist[1], self.hist[2]);
+            if y1 < -0.3 * self.amp {
+                self.armed = true;
+            } else if self.armed && y0 < 0.0 && y1 >= 0.0 {
+                self.armed = false;
+                // hist[1] is at absolute index `index - 3` (index counts samples seen).
+                let base = self.index.saturating_sub(3) as f64;
+                let pos = base + crossing_offset(&self.hist);
+                if self.index > self.settle_until && pos - self.last_crossing >= self.min_spacing
+                {
+                    on_crossing(pos);
+                }
+                self.last_crossing = pos;
+            }
+        }
+    }
+}
+
+/// Root in [0, 1] of the cubic through (−1, h0), (0, h1), (1, h2), (2, h3), given h1 < 0 <= h2.
+fn crossing_offset(h: &[f64; 4]) -> f64 {
+    let (h0, h1, h2, h3) = (h[0], h[1], h[2], h[3]);
+    // Newton form coefficients of the interpolating cubic p(t), t = 0 at h1.
+    let c0 = h1;
+    let c1 = (-2.0 * h0 - 3.0 * h1 + 6.0 * h2 - h3) / 6.0;
+    let c2 = (h0 - 2.0 * h1 + h2) / 2.0;
+    let c3 = (-h0 + 3.0 * h1 - 3.0 * h2 + h3) / 6.0;
+    let mut t = h1 / (h1 - h2);
+    for _ in 0..4 {
+        let p = c0 + t * (c1 + t * (c2 + t * c3));
+        let dp = c1 + t * (2.0 * c2 + t * 3.0 * c3);
+        if dp <= 0.0 {
+            break;
+        }
+        let next = t - p / dp;
+        if !(0.0..=1.0).contains(&next) {
+            break;
+        }
+        t = next;
+    }
+    t
+}
+
+/// Positive-going crossings of `v` minus its mean, with hysteresis of 30 % of the peak, linearly
+/// interpolated: the fallback for captures too short for the filters to settle. Returns the
+/// number of crossings written to `out`.
+pub(crate) fn raw_crossings(v: &[f64], out: &mut [f64]) -> usize {
+    if v.len() < 3 {
+        return 0;
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let peak = v.iter().fold(0.0f64, |m, x| m.max((x - mean).abs()));
+    if peak <= 0.0 {
+        return 0;
+    }
+    let mut count = 0;
+    let mut armed = false;
+    for n in 1..v.len() {
+        let (a, b) = (v[n - 1] - mean, v[n] - mean);
+        if b < -0.3 * peak {
+            armed = true;
+        } else if armed && a < 0.0 && b >= 0.0 {
+            armed = false;
+            if count < out.len() {
+                out[count] = (n - 1) as f64 + a / (a - b);
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cubic_crossing_of_a_sine_is_exact_to_1e_6_samples() {
+        let w = 2.0 * PI / 40.0;
+        for shift in [0.1, 0.37, 0.5, 0.93] {
+            let h: [f64; 4] = core::array::from_fn(|k| libm::sin(w * (k as f64 - 1.0 - shift)));
+            let t = crossing_offset(&h);
+            assert!((t - shift).abs() < 1e-5, "{t} vs {shift}");
+        }
+    }
+}

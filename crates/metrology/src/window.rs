@@ -1,0 +1,555 @@
+//! The analysis of one measurement window: exact boundary weights, DC removal, RMS, P, the
+//! fundamental phasors by direct correlation, harmonic subgroups by resampling onto a
+//! power-of-two grid and an FFT, and the IEEE 1459 decomposition.
+//!
+//! Boundaries: sample n stands for the interval [n − ½, n + ½). A window [x_a, x_b) weighs each
+//! sample by the length of its interval inside the window, so the boundary samples get
+//! fractional weights and consecutive windows, sharing a boundary, partition time exactly.
+//!
+//! Fundamental (V1, I1, θ1, and through them Q1, P1, S1, DPF, unbalance): the weighted
+//! correlation of every sample with cos/sin of the window's own fundamental, c cycles over the
+//! window length L, i.e. the DFT bin c evaluated directly at the non-integer length. This uses
+//! every sample, needs no interpolation and is exact for any number of samples per window.
+//!
+//! Harmonics (IEC 61000-4-7 subgroups, THD): the window's c exact cycles are resampled onto N =
+//! 2^k points (4-point Lagrange interpolation; voltage and current as the real and imaginary
+//! part of one complex signal) and transformed with one FFT. Bin spacing is then f/c, harmonic
+//! h sits at bin c·h exactly and its subgroup is bins c·h − 1 ..= c·h + 1 (10 cycles at 50 Hz:
+//! the 5 Hz bins of the standard). N is the smallest power of two above 2·(50c + 1), so every
+//! subgroup up to the 50th lies below the grid's Nyquist bin: 1024 for 10 cycles, 2048 for 12.
+//! Interpolation error grows with h·f/fs (about 1e-4 of a harmonic's amplitude at 25 samples
+//! per harmonic period); orders at or above fs/2 cannot be observed and are reported as 0.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::f64::consts::{PI, SQRT_2};
+
+use crate::config::Layout;
+use crate::fft::Fft;
+use crate::report::{
+    Harmonics, MAX_HARMONIC, PhaseLabel, PhaseReport, Phases, TotalReport, WindowReport,
+};
+
+/// Partial sums kept in this many lanes so loops vectorise (see `sums.rs`).
+const LANES: usize = 8;
+
+/// A window's extent in buffer-local sample positions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    pub xa: f64,
+    pub xb: f64,
+    pub cycles: u32,
+}
+
+/// First and last sample of a span with their fractional weights; interior weights are 1.
+#[derive(Debug, Clone, Copy)]
+struct Weights {
+    i0: usize,
+    i1: usize,
+    w0: f64,
+    w1: f64,
+}
+
+impl Weights {
+    fn of(span: Span) -> Self {
+        let i0 = libm::floor(span.xa + 0.5) as usize;
+        let i1 = libm::floor(span.xb + 0.5) as usize;
+        if i1 == i0 {
+            return Self {
+                i0,
+                i1,
+                w0: span.xb - span.xa,
+                w1: 0.0,
+            };
+        }
+        Self {
+            i0,
+            i1,
+            w0: i0 as f64 + 0.5 - span.xa,
+            w1: span.xb - (i1 as f64 - 0.5),
+        }
+    }
+}
+
+/// Σw·a, Σw·b, Σw·a², Σw·b², Σw·a·b over the span.
+fn sums5(a: &[f64], b: &[f64], w: Weights) -> [f64; 5] {
+    let lo = w.i0 + 1;
+    let hi = w.i1.max(lo);
+    let (a_in, b_in) = (&a[lo..hi], &b[lo..hi]);
+    let mut acc = [[0.0; LANES]; 5];
+    let mut ac = a_in.chunks_exact(LANES);
+    let mut bc = b_in.chunks_exact(LANES);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        for k in 0..LANES {
+            acc[0][k] += x[k];
+            acc[1][k] += y[k];
+            acc[2][k] += x[k] * x[k];
+            acc[3][k] += y[k] * y[k];
+            acc[4][k] += x[k] * y[k];
+        }
+    }
+    let mut out = acc.map(|lanes| lanes.iter().sum::<f64>());
+    let mut add = |x: f64, y: f64, wt: f64| {
+        out[0] += wt * x;
+        out[1] += wt * y;
+        out[2] += wt * x * x;
+        out[3] += wt * y * y;
+        out[4] += wt * x * y;
+    };
+    for (&x, &y) in ac.remainder().iter().zip(bc.remainder()) {
+        add(x, y, 1.0);
+    }
+    add(a[w.i0], b[w.i0], w.w0);
+    if w.i1 != w.i0 {
+        add(a[w.i1], b[w.i1], w.w1);
+    }
+    out
+}
+
+/// Σ w·a·b over the span.
+fn wdot(a: &[f64], b: &[f64], w: Weights) -> f64 {
+    let lo = w.i0 + 1;
+    let hi = w.i1.max(lo);
+    let mut acc = [0.0; LANES];
+    let mut ac = a[lo..hi].chunks_exact(LANES);
+    let mut bc = b[lo..hi].chunks_exact(LANES);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f64 = acc.iter().sum();
+    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        s += x * y;
+    }
+    s += w.w0 * a[w.i0] * b[w.i0];
+    if w.i1 != w.i0 {
+        s += w.w1 * a[w.i1] * b[w.i1];
+    }
+    s
+}
+
+/// Σ a·t over equally long slices (the oscillator tables already carry the weights).
+fn dot(a: &[f64], t: &[f64]) -> f64 {
+    let mut acc = [0.0; LANES];
+    let mut ac = a.chunks_exact(LANES);
+    let mut tc = t.chunks_exact(LANES);
+    for (x, y) in (&mut ac).zip(&mut tc) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f64 = acc.iter().sum();
+    for (x, y) in ac.remainder().iter().zip(tc.remainder()) {
+        s += x * y;
+    }
+    s
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Complex {
+    re: f64,
+    im: f64,
+}
+
+impl Complex {
+    fn abs(self) -> f64 {
+        libm::hypot(self.re, self.im)
+    }
+    fn arg_deg(self) -> f64 {
+        libm::atan2(self.im, self.re).to_degrees()
+    }
+    fn mul(self, o: Self) -> Self {
+        Self {
+            re: self.re * o.re - self.im * o.im,
+            im: self.re * o.im + self.im * o.re,
+        }
+    }
+    fn add(self, o: Self) -> Self {
+        Self {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
+    }
+    fn scale(self, k: f64) -> Self {
+        Self {
+            re: self.re * k,
+            im: self.im * k,
+        }
+    }
+}
+
+/// Moments of one phase's channels over a window, before the report is assembled.
+struct PhaseMoments {
+    v_mean: f64,
+    i_mean: f64,
+    v_var: f64,
+    i_var: f64,
+    p_w: f64,
+    v1: Complex,
+    i1: Complex,
+}
+
+pub(crate) struct WindowEngine {
+    fs_hz: f64,
+    harmonics: bool,
+    fft: Fft,
+    /// Weighted oscillator tables w_n·cos θ_n and w_n·sin θ_n for the current window.
+    osc_cos: Vec<f64>,
+    osc_sin: Vec<f64>,
+    /// Interpolation plan of the current window: first tap index and the four tap weights.
+    tap_index: Vec<usize>,
+    taps: [Vec<f64>; 4],
+    re: Vec<f64>,
+    im: Vec<f64>,
+}
+
+impl WindowEngine {
+    /// `max_samples` bounds the samples of one window; `max_cycles` its cycles.
+    pub(crate) fn new(fs_hz: f64, harmonics: bool, max_samples: usize, max_cycles: u32) -> Self {
+        let n_max = grid_size(max_cycles);
+        let n_alloc = if harmonics { n_max } else { 2 };
+        Self {
+            fs_hz,
+            harmonics,
+            fft: Fft::new(n_alloc),
+            osc_cos: vec![0.0; max_samples + 2],
+            osc_sin: vec![0.0; max_samples + 2],
+            tap_index: vec![0; n_alloc],
+            taps: [
+                vec![0.0; n_alloc],
+                vec![0.0; n_alloc],
+                vec![0.0; n_alloc],
+                vec![0.0; n_alloc],
+            ],
+            re: vec![0.0; n_alloc],
+            im: vec![0.0; n_alloc],
+        }
+    }
+
+    /// Analyses `span` of the buffered channels (frame layout order). The caller guarantees one
+    /// sample of history before the span and two after it, and a span of at least one cycle
+    /// (or, untracked, any positive length). Fills everything but time, flags and the 10-s
+    /// frequency.
+    pub(crate) fn analyze(&mut self, chans: &[&[f64]], layout: Layout, span: Span) -> WindowReport {
+        let w = Weights::of(span);
+        let len = span.xb - span.xa;
+        let cycles_f = if span.cycles == 0 { 1.0 } else { f64::from(span.cycles) };
+        let freq_hz = cycles_f * self.fs_hz / len;
+        self.fill_oscillator(span, w, cycles_f);
+        let harmonics = self.harmonics && span.cycles > 0;
+        if harmonics {
+            self.plan_resampling(span);
+        }
+        let phase_count = layout.phases();
+        let mut reports = [PhaseReport::default(); 3];
+        let mut moments: [Option<PhaseMoments>; 3] = [None, None, None];
+        for p in 0..phase_count {
+            let (v, i) = if phase_count == 1 {
+                (chans[0], chans[1])
+            } else {
+                (chans[p], chans[3 + p])
+            };
+            let m = self.moments(v, i, w, len);
+            let mut report = phase_report(&m);
+            report.phase = [PhaseLabel::A, PhaseLabel::B, PhaseLabel::C][p];
+            if harmonics {
+                self.harmonic_subgroups(v, i, span.cycles, freq_hz, &mut report);
+            }
+            report.v_harmonics.0[0] = m.v_mean;
+            report.i_harmonics.0[0] = m.i_mean;
+            reports[p] = report;
+            moments[p] = Some(m);
+        }
+        let mut out = WindowReport {
+            duration_s: len / self.fs_hz,
+            cycles: span.cycles,
+            freq_hz,
+            phases: Phases::new(reports, phase_count),
+            ..WindowReport::default()
+        };
+        if let [Some(a), Some(b), Some(c)] = &moments {
+            self.three_phase(chans, layout, w, len, [a, b, c], &mut out);
+        } else {
+            let r = &reports[0];
+            out.total = TotalReport {
+                p_w: r.p_w,
+                q_var: r.q_var,
+                s_va: r.s_va,
+                pf: r.pf,
+                v_e_rms: r.v_rms,
+                i_e_rms: r.i_rms,
+            };
+        }
+        out
+    }
+
+    /// Weighted cos/sin of θ_n = 2π·c·(n − x_a)/L for the span's samples. The tables are built
+    /// by rotating eight interleaved phasors (re-seeded exactly every 128 steps), which is
+    /// cheaper than a libm call per sample and vectorises.
+    fn fill_oscillator(&mut self, span: Span, w: Weights, cycles: f64) {
+        let count = w.i1 - w.i0 + 1;
+        let step = 2.0 * PI * cycles / (span.xb - span.xa);
+        let cos = &mut self.osc_cos[..count];
+        let sin = &mut self.osc_sin[..count];
+        let (rot_c, rot_s) = (libm::cos(step * LANES as f64), libm::sin(step * LANES as f64));
+        const RESEED: usize = 128 * LANES;
+        let mut start = 0;
+        while start < count {
+            let end = (start + RESEED).min(count);
+            let mut c = [0.0; LANES];
+            let mut s = [0.0; LANES];
+            for k in 0..LANES {
+                let theta = step * ((w.i0 + start + k) as f64 - span.xa);
+                c[k] = libm::cos(theta);
+                s[k] = libm::sin(theta);
+            }
+            let mut chunks_c = cos[start..end].chunks_mut(LANES);
+            let mut chunks_s = sin[start..end].chunks_mut(LANES);
+            for (oc, os) in (&mut chunks_c).zip(&mut chunks_s) {
+                let n = oc.len();
+                oc.copy_from_slice(&c[..n]);
+                os.copy_from_slice(&s[..n]);
+                for k in 0..LANES {
+                    let (ck, sk) = (c[k], s[k]);
+                    c[k] = ck * rot_c - sk * rot_s;
+                    s[k] = sk * rot_c + ck * rot_s;
+                }
+            }
+            start = end;
+        }
+        cos[0] *= w.w0;
+        sin[0] *= w.w0;
+        if count > 1 {
+            cos[count - 1] *= w.w1;
+            sin[count - 1] *= w.w1;
+        }
+    }
+
+    fn moments(&self, v: &[f64], i: &[f64], w: Weights, len: f64) -> PhaseMoments {
+        let [sv, si, svv, sii, svi] = sums5(v, i, w);
+        let (v_mean, i_mean) = (sv / len, si / len);
+        // Exact DC removal: E[(v − m)²] = E[v²] − m², E[(v − mv)(i − mi)] = E[vi] − mv·mi.
+        let v_var = (svv / len - v_mean * v_mean).max(0.0);
+        let i_var = (sii / len - i_mean * i_mean).max(0.0);
+        let p_w = svi / len - v_mean * i_mean;
+        let count = w.i1 - w.i0 + 1;
+        let (cos, sin) = (&self.osc_cos[..count], &self.osc_sin[..count]);
+        let sum_cos: f64 = cos.iter().sum();
+        let sum_sin: f64 = sin.iter().sum();
+        let k = SQRT_2 / len;
+        // RMS phasor of x − mean: (√2/L)·Σ w_n (x_n − m)·e^{−jθ_n}.
+        let phasor = |x: &[f64], mean: f64| Complex {
+            re: k * (dot(&x[w.i0..=w.i1], cos) - mean * sum_cos),
+            im: -k * (dot(&x[w.i0..=w.i1], sin) - mean * sum_sin),
+        };
+        PhaseMoments {
+            v_mean,
+            i_mean,
+            v_var,
+            i_var,
+            p_w,
+            v1: phasor(v, v_mean),
+            i1: phasor(i, i_mean),
+        }
+    }
+
+    fn plan_resampling(&mut self, span: Span) {
+        let n = grid_size(span.cycles);
+        let step = (span.xb - span.xa) / n as f64;
+        for m in 0..n {
+            let p = span.xa + step * m as f64;
+            let base = libm::floor(p);
+            let mu = p - base;
+            // 4-point Lagrange weights for samples base−1, base, base+1, base+2.
+            let (a, b, c) = (mu + 1.0, mu - 1.0, mu - 2.0);
+            self.tap_index[m] = base as usize - 1;
+            self.taps[0][m] = -mu * b * c / 6.0;
+            self.taps[1][m] = a * b * c / 2.0;
+            self.taps[2][m] = -a * mu * c / 2.0;
+            self.taps[3][m] = a * mu * b / 6.0;
+        }
+    }
+
+    fn harmonic_subgroups(
+        &mut self,
+        v: &[f64],
+        i: &[f64],
+        cycles: u32,
+        freq_hz: f64,
+        report: &mut PhaseReport,
+    ) {
+        let n = grid_size(cycles);
+        let (re, im) = (&mut self.re[..n], &mut self.im[..n]);
+        for m in 0..n {
+            let j = self.tap_index[m];
+            let t = [
+                self.taps[0][m],
+                self.taps[1][m],
+                self.taps[2][m],
+                self.taps[3][m],
+            ];
+            re[m] = t[0] * v[j] + t[1] * v[j + 1] + t[2] * v[j + 2] + t[3] * v[j + 3];
+            im[m] = t[0] * i[j] + t[1] * i[j + 1] + t[2] * i[j + 2] + t[3] * i[j + 3];
+        }
+        self.fft.forward(re, im);
+        // RMS² of bin k of a real signal is 2·|X_k|²/N²; V_k and I_k are separated from the
+        // complex spectrum Z of v + j·i as V_k = (Z_k + Z*_{N−k})/2, I_k = (Z_k − Z*_{N−k})/2j.
+        let scale = 2.0 / (n as f64 * n as f64);
+        let bin_power = |k: usize| -> (f64, f64) {
+            let (a, b) = (re[k], im[k]);
+            let (c, d) = (re[n - k], im[n - k]);
+            let (vr, vi) = ((a + c) / 2.0, (b - d) / 2.0);
+            let (ir, ii) = ((b + d) / 2.0, (c - a) / 2.0);
+            (scale * (vr * vr + vi * vi), scale * (ir * ir + ii * ii))
+        };
+        let c = cycles as usize;
+        let nyquist_order = self.fs_hz / (2.0 * freq_hz);
+        let (mut v_h2, mut i_h2) = (0.0, 0.0);
+        for h in 1..=MAX_HARMONIC {
+            if h as f64 >= nyquist_order || c * h + 1 >= n / 2 {
+                break;
+            }
+            let (mut gv, mut gi) = (0.0, 0.0);
+            for k in c * h - 1..=c * h + 1 {
+                let (pv, pi) = bin_power(k);
+                gv += pv;
+                gi += pi;
+            }
+            report.v_harmonics.0[h] = libm::sqrt(gv);
+            report.i_harmonics.0[h] = libm::sqrt(gi);
+            if h >= 2 {
+                v_h2 += gv;
+                i_h2 += gi;
+            }
+        }
+        let thd = |h2: f64, g1: f64| {
+            if g1 > 0.0 {
+                100.0 * libm::sqrt(h2) / g1
+            } else {
+                0.0
+            }
+        };
+        report.v_thd_pct = thd(v_h2, report.v_harmonics[1]);
+        report.i_thd_pct = thd(i_h2, report.i_harmonics[1]);
+    }
+
+    fn three_phase(
+        &self,
+        chans: &[&[f64]],
+        layout: Layout,
+        w: Weights,
+        len: f64,
+        m: [&PhaseMoments; 3],
+        out: &mut WindowReport,
+    ) {
+        // Covariance of two channels over the window, DC removed.
+        let cov = |a: usize, b: usize, ma: f64, mb: f64| wdot(chans[a], chans[b], w) / len - ma * mb;
+        let pairs = [(0, 1), (1, 2), (2, 0)];
+        // Line-to-line voltages: V_ab² = V_a² + V_b² − 2·cov(v_a, v_b).
+        let mut v_ll2 = 0.0;
+        let mut i_cross = 0.0;
+        for (a, b) in pairs {
+            v_ll2 += m[a].v_var + m[b].v_var - 2.0 * cov(a, b, m[a].v_mean, m[b].v_mean);
+            i_cross += cov(3 + a, 3 + b, m[a].i_mean, m[b].i_mean);
+        }
+        let v_ph2: f64 = m.iter().map(|x| x.v_var).sum();
+        let i_ph2: f64 = m.iter().map(|x| x.i_var).sum();
+        let i_n2 = match layout {
+            Layout::ThreePhaseFourWire {
+                neutral_measured: true,
+            } => {
+                let [s, _, ss, _, _] = sums5(chans[6], chans[6], w);
+                let mean = s / len;
+                (ss / len - mean * mean).max(0.0)
+            }
+            // i_n = −(i_a + i_b + i_c): its variance is Σ I_x² + 2·Σ cov(i_x, i_y).
+            _ => (i_ph2 + 2.0 * i_cross).max(0.0),
+        };
+        // IEEE 1459-2010 §3.2.2.4–3.2.2.6, four-wire system (ρ = 1):
+        // I_e = √((I_a² + I_b² + I_c² + I_n²)/3), V_e = √((3·ΣV_x² + ΣV_xy²)/18), S_e = 3·V_e·I_e.
+        let i_e = libm::sqrt((i_ph2 + i_n2) / 3.0);
+        let v_e = libm::sqrt((3.0 * v_ph2 + v_ll2.max(0.0)) / 18.0);
+        let s_e = 3.0 * v_e * i_e;
+        let p: f64 = out.phases.iter().map(|r| r.p_w).sum();
+        let q: f64 = out.phases.iter().map(|r| r.q_var).sum();
+        out.total = TotalReport {
+            p_w: p,
+            q_var: q,
+            s_va: s_e,
+            pf: ratio(p, s_e),
+            v_e_rms: v_e,
+            i_e_rms: i_e,
+        };
+        out.i_n_rms = Some(libm::sqrt(i_n2));
+        out.v_unbalance_pct = Some(unbalance_pct([m[0].v1, m[1].v1, m[2].v1]));
+        out.i_unbalance_pct = Some(unbalance_pct([m[0].i1, m[1].i1, m[2].i1]));
+    }
+}
+
+/// Smallest power of two N with N/2 > 50·c + 1, so every subgroup up to the 50th is below the
+/// Nyquist bin of the grid; at least 64.
+pub(crate) fn grid_size(cycles: u32) -> usize {
+    let need = 2 * (MAX_HARMONIC * cycles.max(1) as usize + 2);
+    need.next_power_of_two().max(64)
+}
+
+fn ratio(num: f64, den: f64) -> f64 {
+    if den > 0.0 { num / den } else { 0.0 }
+}
+
+fn phase_report(m: &PhaseMoments) -> PhaseReport {
+    let v_rms = libm::sqrt(m.v_var);
+    let i_rms = libm::sqrt(m.i_var);
+    let s_va = v_rms * i_rms;
+    let v1_rms = m.v1.abs();
+    let i1_rms = m.i1.abs();
+    // V1·I1* = S1·e^{jθ1}: P1 = Re, Q1 = Im (IEEE 1459-2010 §3.1.2.3, §3.1.2.5).
+    let s1 = Complex {
+        re: m.v1.re * m.i1.re + m.v1.im * m.i1.im,
+        im: m.v1.im * m.i1.re - m.v1.re * m.i1.im,
+    };
+    let s1_va = v1_rms * i1_rms;
+    let angle_deg = if s1_va > 0.0 { s1.arg_deg() } else { 0.0 };
+    // S_N = √(S² − S1²) (IEEE 1459-2010 §3.1.2.9); rounding can make S1 exceed S by an ulp.
+    let sn_va = libm::sqrt((s_va * s_va - s1_va * s1_va).max(0.0));
+    PhaseReport {
+        v_rms,
+        i_rms,
+        p_w: m.p_w,
+        q_var: s1.im,
+        s_va,
+        pf: ratio(m.p_w, s_va),
+        dpf: ratio(s1.re, s1_va),
+        angle_deg: if angle_deg <= -180.0 { angle_deg + 360.0 } else { angle_deg },
+        p1_w: s1.re,
+        s1_va,
+        sn_va,
+        v1_rms,
+        i1_rms,
+        v1_phase_deg: m.v1.arg_deg(),
+        i1_phase_deg: m.i1.arg_deg(),
+        v_dc: m.v_mean,
+        i_dc: m.i_mean,
+        v_harmonics: Harmonics::ZERO,
+        i_harmonics: Harmonics::ZERO,
+        ..PhaseReport::default()
+    }
+}
+
+/// |X₂| / |X₁| in percent from the symmetrical components of three fundamental phasors:
+/// X₁ = (X_a + a·X_b + a²·X_c)/3, X₂ = (X_a + a²·X_b + a·X_c)/3, a = e^{j120°}
+/// (Fortescue; IEC 61000-4-30 §5.7.1 for voltage).
+fn unbalance_pct(x: [Complex; 3]) -> f64 {
+    let a = Complex {
+        re: -0.5,
+        im: libm::sqrt(0.75),
+    };
+    let a2 = Complex {
+        re: -0.5,
+        im: -libm::sqrt(0.75),
+    };
+    let pos = x[0].add(a.mul(x[1])).add(a2.mul(x[2])).scale(1.0 / 3.0);
+    let neg = x[0].add(a2.mul(x[1])).add(a.mul(x[2])).scale(1.0 / 3.0);
+    ratio(100.0 * neg.abs(), pos.abs())
+}
