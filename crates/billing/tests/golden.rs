@@ -339,3 +339,65 @@ fn golden_bill_renders_as_csv() {
         summary,amount due,,,,78.04\r\n";
     assert_eq!(csv, expected);
 }
+
+#[test]
+fn dk_levy_per_kwh_with_vat_on_the_levy() {
+    // January 2026, 10 kWh a day × 31 = 310 kWh:
+    //   energy 310 × 1.10 = 341.00; abonnement 1 month × 25.00 = 25.00
+    //   elafgift 310 × 0.72 = 223.20 (levy, counted in taxes)
+    //   moms 25 % of (341.00 + 25.00 + 223.20 = 589.20) = 147.30
+    //   subtotal 366.00, taxes 370.50, total 736.50
+    let t = tariff("dk_levy_vat.toml");
+    let cycle = Cycle::new(d(2026, 1, 1), d(2026, 2, 1));
+    let bill = rate_cycle(
+        &t,
+        &input(
+            cycle,
+            readings(&t, cycle.start, cycle.end, 24 * 60, |_| (10_000, 0)),
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        amounts(&bill),
+        vec![
+            (LineKind::Energy, "341.00".into()),
+            (LineKind::Fixed, "25.00".into()),
+            (LineKind::Levy, "223.20".into()),
+            (LineKind::Tax, "147.30".into()),
+        ]
+    );
+    assert_eq!(
+        (bill.subtotal, bill.taxes, bill.total),
+        (dec("366.00"), dec("370.50"), dec("736.50"))
+    );
+}
+
+#[test]
+fn qc_compound_tax_is_computed_on_the_earlier_tax() {
+    // January 2026, 30 kWh a day × 31 = 930 kWh:
+    //   energy 930 × 0.07 = 65.10; access charge 31 days × 0.40 = 12.40; supply 77.50
+    //   GST 5 % of 77.50 = 3.875 → 3.88 (half-up)
+    //   QST 9.5 % of (77.50 + 3.88 = 81.38) = 7.7311 → 7.73
+    //   total 77.50 + 3.88 + 7.73 = 89.11
+    let t = tariff("qc_compound_taxes.toml");
+    let cycle = Cycle::new(d(2026, 1, 1), d(2026, 2, 1));
+    let bill = rate_cycle(
+        &t,
+        &input(
+            cycle,
+            readings(&t, cycle.start, cycle.end, 24 * 60, |_| (30_000, 0)),
+        ),
+    )
+    .unwrap();
+    let taxes: Vec<_> = bill
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Tax)
+        .map(|l| (l.quantity, l.amount))
+        .collect();
+    assert_eq!(
+        taxes,
+        vec![(dec("77.50"), dec("3.88")), (dec("81.38"), dec("7.73"))]
+    );
+    assert_eq!(bill.total, dec("89.11"));
+}

@@ -221,7 +221,12 @@ proptest! {
 
         let after_a_week = start_of_day(tz, cycle.start + Duration::days(7));
         let p = project(&t, &known_until(after_a_week), after_a_week).unwrap();
-        prop_assert_eq!(p.projected.total, actual.total);
+        // A 23-hour spring-forward day in the first week leaves one hour of that weekday unseen;
+        // the estimate for it then falls back to the mean over all days and is not exact.
+        let first_week_complete = (0..7).all(|i| day_length_s(tz, cycle.start + Duration::days(i)) >= 86_400);
+        if first_week_complete {
+            prop_assert_eq!(p.projected.total, actual.total);
+        }
 
         let end = start_of_day(tz, cycle.end);
         let p = project(&t, &known_until(end), end).unwrap();

@@ -5,6 +5,7 @@ mod accounts;
 mod errors;
 mod golden;
 mod properties;
+mod rating;
 
 use billing::{BillingInput, Cycle, IntervalReading, Tariff, start_of_day};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
