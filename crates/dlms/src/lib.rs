@@ -41,6 +41,7 @@ mod client;
 pub mod cosem;
 mod cursor;
 mod error;
+pub mod hdlc;
 mod obis;
 pub mod security;
 mod server;

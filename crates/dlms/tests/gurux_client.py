@@ -2,9 +2,11 @@
 
 Reads a wattline COSEM server over the TCP wrapper and prints one JSON object per line:
     python3 gurux_client.py HOST PORT public|lls|hls [INVOCATION_COUNTER]
+With GURUX_INTERFACE=hdlc it speaks HDLC (IEC 62056-46) over the TCP stream instead.
 Started by crates/dlms/tests/interop.rs; it is not part of the product.
 """
 import json
+import os
 import socket
 import sys
 
@@ -73,12 +75,14 @@ class Link:
 
 def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    hdlc = os.environ.get("GURUX_INTERFACE") == "hdlc"
+    interface = InterfaceType.HDLC if hdlc else InterfaceType.WRAPPER
     if mode == "public":
-        client = GXDLMSSecureClient(True, 16, 1, Authentication.NONE, None, InterfaceType.WRAPPER)
+        client = GXDLMSSecureClient(True, 16, 1, Authentication.NONE, None, interface)
     elif mode == "lls":
-        client = GXDLMSSecureClient(True, 17, 1, Authentication.LOW, "demo-lls", InterfaceType.WRAPPER)
+        client = GXDLMSSecureClient(True, 17, 1, Authentication.LOW, "demo-lls", interface)
     elif mode == "hls":
-        client = GXDLMSSecureClient(True, 1, 1, Authentication.HIGH_GMAC, None, InterfaceType.WRAPPER)
+        client = GXDLMSSecureClient(True, 1, 1, Authentication.HIGH_GMAC, None, interface)
         client.ciphering.security = Security.AUTHENTICATION_ENCRYPTION
         client.ciphering.systemTitle = CLIENT_TITLE
         client.ciphering.blockCipherKey = BLOCK_CIPHER_KEY
@@ -88,6 +92,10 @@ def main():
         raise SystemExit("mode must be public, lls or hls")
 
     link = Link(client, host, port)
+    if hdlc:
+        reply = link.call(client.snrmRequest())
+        client.parseUAResponse(reply.data)
+        emit(event="hdlc_connected", max_info_tx=client.hdlcSettings.maxInfoTX, max_info_rx=client.hdlcSettings.maxInfoRX)
     reply = link.call(client.aarqRequest())
     client.parseAareResponse(reply.data)
     if client.getIsAuthenticationRequired():
@@ -148,6 +156,10 @@ def release(link, client):
     try:
         link.block(client.releaseRequest(), reply)
         emit(event="released")
+        if client.interfaceType == InterfaceType.HDLC:
+            reply.clear()
+            link.block(client.disconnectRequest(), reply)
+            emit(event="hdlc_disconnected")
     finally:
         link.sock.close()
 

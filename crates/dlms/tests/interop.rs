@@ -69,7 +69,12 @@ fn check_gurux_installed() {
 }
 
 fn run_gurux(addr: std::net::SocketAddr, mode: &str, extra: &[String]) -> Vec<Line> {
+    run_gurux_over(addr, mode, extra, "wrapper")
+}
+
+fn run_gurux_over(addr: std::net::SocketAddr, mode: &str, extra: &[String], interface: &str) -> Vec<Line> {
     let out = Command::new(python())
+        .env("GURUX_INTERFACE", interface)
         .arg(script("gurux_client.py"))
         .args([addr.ip().to_string(), addr.port().to_string(), mode.to_string()])
         .args(extra)
@@ -158,6 +163,28 @@ fn gurux_client_operates_relay_over_hls_gmac_suite_0() {
     assert_eq!(meter.lock().unwrap().relay_log, vec![RelayOperation::RemoteDisconnect(1), RelayOperation::RemoteReconnect(1)]);
     assert!(counters.lock().unwrap().last_received(&crate::loopback::CLIENT_TITLE).unwrap() > next);
     find(&lines, "released");
+}
+
+#[test]
+fn gurux_client_reads_and_operates_relay_over_hdlc() {
+    use std::sync::{Arc, Mutex};
+    if skip() {
+        return;
+    }
+    check_gurux_installed();
+    let meter = Arc::new(Mutex::new(demo_meter::DemoMeter::new(demo_meter::now_unix(), 1500.0)));
+    let counters = Arc::new(Mutex::new(dlms::MemoryCounterStore::new(1)));
+    let config = dlms::ServerConfig::wattline(crate::loopback::SERVER_TITLE, b"demo-lls", dlms::Keys::GREEN_BOOK_EXAMPLE, crate::loopback::CLIENT_TITLE);
+    let server = crate::support::tcp::TestServer::spawn_with(crate::support::tcp::Framing::Hdlc, config, meter.clone(), counters);
+    // The LLS reader pulls the 96-row profile through HDLC segmentation and GET block transfer.
+    let lines = run_gurux_over(server.addr, "lls", &[], "hdlc");
+    find(&lines, "hdlc_connected");
+    check_clock(&lines);
+    assert_eq!(find(&lines, "profile_all").get("rows"), Some("96"));
+    find(&lines, "hdlc_disconnected");
+    let lines = run_gurux_over(server.addr, "hls", &["1".to_string()], "hdlc");
+    assert_eq!(find(&lines, "reconnect").get("control_state"), Some("2"), "{lines:?}");
+    assert_eq!(meter.lock().unwrap().relay_log, vec![RelayOperation::RemoteDisconnect(1), RelayOperation::RemoteReconnect(1)]);
 }
 
 /// A Gurux server process, stopped (stdin closed, then killed) on drop.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use dlms::hdlc::{self, HdlcServerLink, LinkEvent};
 use dlms::wrapper::{self, StreamDecoder};
 use dlms::{Client, Env, Event, MemoryCounterStore, ObjectAccess, Server, ServerConfig};
 
@@ -22,6 +23,15 @@ pub fn fill_random(buf: &mut [u8]) {
         let v = h.finish().to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
+}
+
+/// How APDUs are framed on the TCP stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// IEC 62056-47 TCP wrapper (port 4059 convention).
+    Wrapper,
+    /// IEC 62056-46 HDLC carried over TCP, as with a serial-to-TCP converter.
+    Hdlc,
 }
 
 pub struct TestServer {
@@ -37,6 +47,15 @@ impl TestServer {
         meter: Arc<Mutex<M>>,
         counters: Arc<Mutex<MemoryCounterStore>>,
     ) -> TestServer {
+        Self::spawn_with(Framing::Wrapper, config, meter, counters)
+    }
+
+    pub fn spawn_with<M: ObjectAccess + Send + 'static>(
+        framing: Framing,
+        config: ServerConfig,
+        meter: Arc<Mutex<M>>,
+        counters: Arc<Mutex<MemoryCounterStore>>,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -47,7 +66,10 @@ impl TestServer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (config, meter, counters) = (config.clone(), meter.clone(), counters.clone());
-                        std::thread::spawn(move || serve(stream, config, meter, counters));
+                        std::thread::spawn(move || match framing {
+                            Framing::Wrapper => serve(stream, config, meter, counters),
+                            Framing::Hdlc => serve_hdlc(stream, config, meter, counters),
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -91,6 +113,51 @@ fn serve<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, meter: Ar
                 server.handle_wrapper_frame(&frame, &mut env)
             };
             if let Some(bytes) = reply {
+                if stream.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn serve_hdlc<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, meter: Arc<Mutex<M>>, counters: Arc<Mutex<MemoryCounterStore>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut link = HdlcServerLink::new(config.logical_device, 512);
+    let mut server = Server::new(config);
+    let mut decoder = hdlc::StreamDecoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                // A corrupt frame is dropped; the client repeats it after its timeout.
+                Err(_) => continue,
+            };
+            let out = match link.receive(&frame) {
+                LinkEvent::None => continue,
+                LinkEvent::Send(bytes) => Some(bytes),
+                LinkEvent::Apdu { client, apdu } => {
+                    let reply = {
+                        let mut meter = meter.lock().expect("meter lock");
+                        let mut counters = counters.lock().expect("counter lock");
+                        let mut random = fill_random;
+                        let mut env = Env { objects: &mut *meter, counters: &mut *counters, random: &mut random };
+                        server.handle_apdu(client as u16, &apdu, &mut env)
+                    };
+                    reply.and_then(|r| link.send_apdu(&r).ok())
+                }
+            };
+            if !link.is_connected() {
+                server.reset();
+            }
+            if let Some(bytes) = out {
                 if stream.write_all(&bytes).is_err() {
                     return;
                 }
