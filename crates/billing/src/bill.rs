@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use crate::money::Currency;
 
 /// What a bill line charges for. Percentage taxes name these kinds in `applies_to`.
@@ -207,23 +208,26 @@ impl Bill {
         previous_balance: Decimal,
         payments: Decimal,
         energy: EnergySummary,
-    ) -> Bill {
+    ) -> Result<Bill> {
         let (account, tariff_id, currency, cycle, status) = header;
         let previous_balance = currency.round(previous_balance);
         let payments = currency.round(payments);
-        let subtotal: Decimal = lines
-            .iter()
-            .filter(|l| !l.kind.is_tax())
-            .map(|l| l.amount)
-            .sum();
-        let taxes: Decimal = lines
-            .iter()
-            .filter(|l| l.kind.is_tax())
-            .map(|l| l.amount)
-            .sum();
-        let total = subtotal + taxes;
-        let amount_due = previous_balance - payments + total;
-        Bill {
+        let overflow = || Error::overflow("bill totals");
+        let sum = |tax: bool| {
+            lines
+                .iter()
+                .filter(|l| l.kind.is_tax() == tax)
+                .try_fold(Decimal::ZERO, |acc, l| acc.checked_add(l.amount))
+                .ok_or_else(overflow)
+        };
+        let subtotal = sum(false)?;
+        let taxes = sum(true)?;
+        let total = subtotal.checked_add(taxes).ok_or_else(overflow)?;
+        let amount_due = previous_balance
+            .checked_sub(payments)
+            .and_then(|d| d.checked_add(total))
+            .ok_or_else(overflow)?;
+        Ok(Bill {
             account,
             tariff_id,
             currency,
@@ -237,7 +241,7 @@ impl Bill {
             payments,
             amount_due,
             energy,
-        }
+        })
     }
 
     /// Sum of the lines of one kind.

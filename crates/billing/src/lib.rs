@@ -185,4 +185,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use money::{Currency, Rounding};
 pub use projection::{PROJECTION_METHOD, Projection, project};
 pub use rating::{BillingInput, IntervalReading, bill_to_date, rate_cycle, rerate};
-pub use tariff::{FixedPer, LevyPer, Netting, Proration, Tariff, TariffVersion, TierPricing};
+pub use tariff::Tariff;

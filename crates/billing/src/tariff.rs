@@ -338,13 +338,7 @@ enum RawExcess {
 impl Tariff {
     /// Loads and validates a tariff from TOML text (the format is documented in the crate docs).
     pub fn from_toml(text: &str) -> Result<Tariff> {
-        let raw: RawTariff = toml::from_str(text).map_err(|e| {
-            Error::new(
-                ErrorKind::Syntax,
-                "tariff file",
-                e.to_string().trim_end().to_owned(),
-            )
-        })?;
+        let raw: RawTariff = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         validate(raw)
     }
 
@@ -377,6 +371,24 @@ impl Tariff {
     pub fn version_dates(&self) -> Vec<NaiveDate> {
         self.versions.iter().map(|v| v.valid_from).collect()
     }
+}
+
+/// One line: where (line and column from the error's byte span) and the parser's message.
+fn syntax_error(text: &str, e: &toml::de::Error) -> Error {
+    let location = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("tariff file line {line}, column {column}")
+        }
+        None => "tariff file".to_owned(),
+    };
+    Error::new(
+        ErrorKind::Syntax,
+        location,
+        e.message().trim_end().replace('\n', " "),
+    )
 }
 
 fn date_of(dt: &toml::value::Datetime, location: &str) -> Result<NaiveDate> {

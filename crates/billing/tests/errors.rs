@@ -287,3 +287,32 @@ fn a_reading_across_a_tariff_change_is_rejected() {
         ],
     );
 }
+
+#[test]
+fn syntax_errors_are_one_line_with_line_and_column() {
+    let text = "id = \"t\"\nname = \"t\"\ncurrency = \"EUR\"\nrounding = \"half-up\"\ntime_zone = \"UTC\"\n\
+                [[versions]]\nvalid_from = 2026-01-01\n\
+                energy = { type = \"flat\", price_per_kwh = 0.3, colour = 1 }\n";
+    let err = rejected(text);
+    assert_eq!(err.kind(), ErrorKind::Syntax);
+    assert_eq!(err.location(), "tariff file line 8, column 10");
+    assert!(err.message().contains("unknown field `colour`"), "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+
+    let err = rejected(
+        &text
+            .replace("type = \"flat\", ", "")
+            .replace(", colour = 1", ""),
+    );
+    assert!(err.to_string().contains("missing field `type`"), "{err}");
+    let err = rejected(
+        &text
+            .replace("\"flat\"", "\"spot\"")
+            .replace(", colour = 1", ""),
+    );
+    assert!(
+        err.to_string()
+            .contains("unknown variant `spot`, expected one of `flat`, `tiered`, `time-of-use`"),
+        "{err}"
+    );
+}
