@@ -55,12 +55,15 @@ impl BitString {
         let need = bits.div_ceil(8);
         if bytes.len() != need {
             return Err(Error::new(
-                ErrorKind::LengthOutOfRange { length: bytes.len(), max: need },
+                ErrorKind::LengthOutOfRange {
+                    length: bytes.len(),
+                    max: need,
+                },
                 "a-xdr bit-string",
             ));
         }
         let mut bytes = bytes.to_vec();
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             let keep = 0xffu8 << (8 - bits % 8);
             if let Some(last) = bytes.last_mut() {
                 *last &= keep;
@@ -161,8 +164,18 @@ impl DateTime {
         let y = self.year.to_be_bytes();
         let d = self.deviation_min.to_be_bytes();
         [
-            y[0], y[1], self.month, self.day, self.day_of_week, self.hour, self.minute, self.second,
-            self.hundredths, d[0], d[1], self.clock_status,
+            y[0],
+            y[1],
+            self.month,
+            self.day,
+            self.day_of_week,
+            self.hour,
+            self.minute,
+            self.second,
+            self.hundredths,
+            d[0],
+            d[1],
+            self.clock_status,
         ]
     }
 
@@ -200,7 +213,8 @@ impl DateTime {
             return None;
         }
         let days = days_from_civil(self.year as i64, self.month, self.day);
-        let local = days * 86_400 + self.hour as i64 * 3600 + self.minute as i64 * 60 + self.second as i64;
+        let local =
+            days * 86_400 + self.hour as i64 * 3600 + self.minute as i64 * 60 + self.second as i64;
         let offset = if self.deviation_min == Self::DEVIATION_UNSPECIFIED {
             0
         } else {
@@ -240,7 +254,10 @@ pub enum TypeDescription {
     /// A simple type: one of the [`tag`] codes that is neither array nor structure.
     Simple(u8),
     /// `array` of `count` elements of one type.
-    Array { count: u16, element: alloc::boxed::Box<TypeDescription> },
+    Array {
+        count: u16,
+        element: alloc::boxed::Box<TypeDescription>,
+    },
     /// `structure` of the listed member types.
     Structure(Vec<TypeDescription>),
 }
@@ -264,7 +281,10 @@ pub enum Data {
     Unsigned(u8),
     LongUnsigned(u16),
     /// A compact-array: the element description and the decoded elements.
-    CompactArray { description: TypeDescription, elements: Vec<Data> },
+    CompactArray {
+        description: TypeDescription,
+        elements: Vec<Data>,
+    },
     Long64(i64),
     Long64Unsigned(u64),
     Enum(u8),
@@ -316,7 +336,11 @@ impl Data {
                 for _ in 0..n {
                     v.push(Data::read(r, depth + 1)?);
                 }
-                if t == tag::ARRAY { Data::Array(v) } else { Data::Structure(v) }
+                if t == tag::ARRAY {
+                    Data::Array(v)
+                } else {
+                    Data::Structure(v)
+                }
             }
             tag::BOOLEAN => Data::Boolean(r.u8(CTX)? != 0),
             tag::BIT_STRING => {
@@ -354,9 +378,20 @@ impl Data {
                 let mut contents = Reader::new(r.take(n, CTX)?);
                 let mut elements = Vec::new();
                 while !contents.is_empty() {
+                    let before = contents.remaining();
                     elements.push(description.read_value(&mut contents, depth + 1)?);
+                    // Zero-size element types (null, empty structure) would loop forever.
+                    if contents.remaining() == before {
+                        return Err(Error::malformed(
+                            "zero-size elements with contents",
+                            "a-xdr compact-array",
+                        ));
+                    }
                 }
-                Data::CompactArray { description, elements }
+                Data::CompactArray {
+                    description,
+                    elements,
+                }
             }
             tag::LONG64 => Data::Long64(r.u64(CTX)? as i64),
             tag::LONG64_UNSIGNED => Data::Long64Unsigned(r.u64(CTX)?),
@@ -450,7 +485,10 @@ impl Data {
             Data::Long(v) => out.extend_from_slice(&v.to_be_bytes()),
             Data::Unsigned(v) | Data::Enum(v) => out.push(*v),
             Data::LongUnsigned(v) => out.extend_from_slice(&v.to_be_bytes()),
-            Data::CompactArray { description, elements } => {
+            Data::CompactArray {
+                description,
+                elements,
+            } => {
                 description.emit(out);
                 let mut contents = Vec::new();
                 for e in elements {
@@ -522,18 +560,27 @@ impl Data {
 impl TypeDescription {
     fn read(r: &mut Reader<'_>, depth: usize) -> Result<Self> {
         if depth >= MAX_DEPTH {
-            return Err(Error::new(ErrorKind::DepthExceeded { max: MAX_DEPTH }, "a-xdr type-description"));
+            return Err(Error::new(
+                ErrorKind::DepthExceeded { max: MAX_DEPTH },
+                "a-xdr type-description",
+            ));
         }
         let t = r.u8("a-xdr type-description")?;
         Ok(match t {
             tag::ARRAY => {
                 let count = r.u16("a-xdr type-description")?;
-                TypeDescription::Array { count, element: alloc::boxed::Box::new(TypeDescription::read(r, depth + 1)?) }
+                TypeDescription::Array {
+                    count,
+                    element: alloc::boxed::Box::new(TypeDescription::read(r, depth + 1)?),
+                }
             }
             tag::STRUCTURE => {
                 let n = r.length("a-xdr type-description")?;
                 if n > r.remaining() {
-                    return Err(Error::truncated(n - r.remaining(), "a-xdr type-description"));
+                    return Err(Error::truncated(
+                        n - r.remaining(),
+                        "a-xdr type-description",
+                    ));
                 }
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -542,7 +589,9 @@ impl TypeDescription {
                 TypeDescription::Structure(v)
             }
             tag::COMPACT_ARRAY => return Err(Error::tag(t, "a-xdr type-description")),
-            tag::NULL..=tag::TIME | tag::DONT_CARE if !matches!(t, 7 | 8 | 11 | 14) => TypeDescription::Simple(t),
+            tag::NULL..=tag::TIME | tag::DONT_CARE if !matches!(t, 7 | 8 | 11 | 14) => {
+                TypeDescription::Simple(t)
+            }
             _ => return Err(Error::tag(t, "a-xdr type-description")),
         })
     }
@@ -574,7 +623,10 @@ impl TypeDescription {
             TypeDescription::Simple(t) => Data::read_body(r, *t, depth),
             TypeDescription::Array { count, element } => {
                 if *count as usize > r.remaining() {
-                    return Err(Error::truncated(*count as usize - r.remaining(), "a-xdr compact-array"));
+                    return Err(Error::truncated(
+                        *count as usize - r.remaining(),
+                        "a-xdr compact-array",
+                    ));
                 }
                 let mut v = Vec::with_capacity(*count as usize);
                 for _ in 0..*count {
@@ -606,12 +658,18 @@ mod tests {
     fn decodes_real_register_values() {
         // A register value attribute and a scaler_unit structure {-3 (scaler), 30 (Wh)}, as
         // Gurux and meters send them.
-        assert_eq!(Data::parse(&hex("06 00 01 E2 40")).unwrap(), Data::DoubleLongUnsigned(123_456));
+        assert_eq!(
+            Data::parse(&hex("06 00 01 E2 40")).unwrap(),
+            Data::DoubleLongUnsigned(123_456)
+        );
         assert_eq!(
             Data::parse(&hex("02 02 0F FD 16 1E")).unwrap(),
             Data::Structure(vec![Data::Integer(-3), Data::Enum(30)])
         );
-        assert_eq!(Data::parse(&hex("09 06 01 00 01 08 00 FF")).unwrap(), Data::OctetString(hex("0100010800FF")));
+        assert_eq!(
+            Data::parse(&hex("09 06 01 00 01 08 00 FF")).unwrap(),
+            Data::OctetString(hex("0100010800FF"))
+        );
     }
 
     #[test]
@@ -672,15 +730,24 @@ mod tests {
         );
         // Contents that end inside an element are rejected.
         assert!(Data::parse(&hex("13 12 03 00 01 00")).is_err());
+        // Zero-size element types with contents would never finish: rejected.
+        assert!(Data::parse(&hex("13 00 02 AA BB")).is_err());
+        assert!(Data::parse(&hex("13 02 00 02 AA BB")).is_err());
     }
 
     #[test]
     fn impossible_lengths_and_counts_are_rejected_before_allocation() {
         let e = Data::parse(&hex("01 84 FF FF FF FF 00")).unwrap_err();
         assert!(e.needed().unwrap() > 1_000_000, "{e}");
-        assert_eq!(Data::parse(&hex("09 05 01 02")).unwrap_err().needed(), Some(3));
+        assert_eq!(
+            Data::parse(&hex("09 05 01 02")).unwrap_err().needed(),
+            Some(3)
+        );
         assert_eq!(Data::parse(&hex("06 00 01")).unwrap_err().needed(), Some(2));
-        assert_eq!(Data::parse(&hex("07")).unwrap_err().kind(), &ErrorKind::InvalidTag { tag: 7 });
+        assert_eq!(
+            Data::parse(&hex("07")).unwrap_err().kind(),
+            &ErrorKind::InvalidTag { tag: 7 }
+        );
         assert_eq!(Data::parse(&hex("")).unwrap_err().needed(), Some(1));
         assert!(Data::parse(&hex("0C 02 C3 28")).is_err(), "invalid utf-8");
     }
@@ -692,15 +759,25 @@ mod tests {
             deep.extend_from_slice(&[0x01, 0x01]);
         }
         deep.push(0x00);
-        assert_eq!(Data::parse(&deep).unwrap_err().kind(), &ErrorKind::DepthExceeded { max: MAX_DEPTH });
-        let ok: Vec<u8> = [0x01, 0x01].repeat(MAX_DEPTH).into_iter().chain([0x00]).collect();
+        assert_eq!(
+            Data::parse(&deep).unwrap_err().kind(),
+            &ErrorKind::DepthExceeded { max: MAX_DEPTH }
+        );
+        let ok: Vec<u8> = [0x01, 0x01]
+            .repeat(MAX_DEPTH)
+            .into_iter()
+            .chain([0x00])
+            .collect();
         assert!(Data::parse(&ok).is_ok());
     }
 
     #[test]
     fn trailing_bytes_are_reported_not_dropped() {
         let bytes = hex("11 05 00 00");
-        assert_eq!(Data::parse(&bytes).unwrap_err().kind(), &ErrorKind::TrailingBytes { count: 2 });
+        assert_eq!(
+            Data::parse(&bytes).unwrap_err().kind(),
+            &ErrorKind::TrailingBytes { count: 2 }
+        );
         assert_eq!(Data::parse_prefix(&bytes).unwrap(), (Data::Unsigned(5), 2));
     }
 
@@ -709,15 +786,24 @@ mod tests {
         // 2023-11-14 22:13:20 UTC; shown in CET (UTC+1).
         let unix = 1_700_000_000;
         let bb = DateTime::from_unix(unix, 60, DeviationConvention::UtcMinusLocal);
-        assert_eq!((bb.year, bb.month, bb.day, bb.hour, bb.minute, bb.second), (2023, 11, 14, 23, 13, 20));
+        assert_eq!(
+            (bb.year, bb.month, bb.day, bb.hour, bb.minute, bb.second),
+            (2023, 11, 14, 23, 13, 20)
+        );
         assert_eq!(bb.day_of_week, 2, "a Tuesday");
         assert_eq!(bb.deviation_min, -60);
         assert_eq!(bb.to_unix(DeviationConvention::UtcMinusLocal), Some(unix));
         let other = DateTime::from_unix(unix, 60, DeviationConvention::LocalMinusUtc);
         assert_eq!(other.deviation_min, 60);
-        assert_eq!(other.to_unix(DeviationConvention::LocalMinusUtc), Some(unix));
+        assert_eq!(
+            other.to_unix(DeviationConvention::LocalMinusUtc),
+            Some(unix)
+        );
         // Reading with the wrong setting is off by twice the offset: why it is a setting.
-        assert_eq!(other.to_unix(DeviationConvention::UtcMinusLocal), Some(unix + 7200));
+        assert_eq!(
+            other.to_unix(DeviationConvention::UtcMinusLocal),
+            Some(unix + 7200)
+        );
         let bytes = bb.to_bytes();
         assert_eq!(DateTime::from_bytes(&bytes), bb);
     }

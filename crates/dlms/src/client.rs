@@ -6,10 +6,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::apdu::{
-    Aare, Aarq, ActionRequest, ActionResponse, ApplicationContext, AssociationResult, AttributeDescriptor,
-    Conformance, DataAccessResult, DataBlock, Diagnostic, GetDataResult, GetRequest, GetResponse, InitiateRequest,
-    InitiateResponse, InvokeId, Mechanism, MethodDescriptor, ReleaseReason, Rlrq, SelectiveAccess, SetRequest,
-    SetResponse, UserDiagnostic,
+    Aare, Aarq, ActionRequest, ActionResponse, ApplicationContext, AssociationResult,
+    AttributeDescriptor, Conformance, DataAccessResult, DataBlock, Diagnostic, GetDataResult,
+    GetRequest, GetResponse, InitiateRequest, InitiateResponse, InvokeId, Mechanism,
+    MethodDescriptor, ReleaseReason, Rlrq, SelectiveAccess, SetRequest, SetResponse,
+    UserDiagnostic,
 };
 use crate::axdr::Data;
 use crate::error::{Error, ErrorKind, Result};
@@ -20,9 +21,15 @@ use crate::{Apdu, Obis};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientAuthentication {
     None,
-    Lls { password: Vec<u8> },
+    Lls {
+        password: Vec<u8>,
+    },
     /// HLS-GMAC with suite 0 authenticated encryption; `challenge` is CtoS (8..=64 random bytes).
-    HlsGmac { keys: Keys, system_title: SystemTitle, challenge: Vec<u8> },
+    HlsGmac {
+        keys: Keys,
+        system_title: SystemTitle,
+        challenge: Vec<u8>,
+    },
 }
 
 /// Client settings.
@@ -48,7 +55,9 @@ impl ClientConfig {
             server_logical_device: 1,
             authentication,
             max_receive_pdu_size: 1024,
-            conformance: Conformance(Conformance::SERVER_DEFAULT.0 | Conformance::BLOCK_TRANSFER_WITH_ACTION.0),
+            conformance: Conformance(
+                Conformance::SERVER_DEFAULT.0 | Conformance::BLOCK_TRANSFER_WITH_ACTION.0,
+            ),
             tolerate_trailing_bytes: false,
             general_ciphering: false,
         }
@@ -74,9 +83,18 @@ enum Pending {
     None,
     Aarq,
     Hls,
-    Get { invoke_id: InvokeId, blocks: Vec<u8>, last_block: u32 },
+    Get {
+        invoke_id: InvokeId,
+        blocks: Vec<u8>,
+        last_block: u32,
+    },
     GetList,
-    Set { invoke_id: InvokeId, rest: Vec<u8>, block: u32, chunk: usize },
+    Set {
+        invoke_id: InvokeId,
+        rest: Vec<u8>,
+        block: u32,
+        chunk: usize,
+    },
     Action,
     Release,
 }
@@ -136,7 +154,10 @@ impl Client {
     }
 
     fn ciphered(&self) -> bool {
-        matches!(self.config.authentication, ClientAuthentication::HlsGmac { .. })
+        matches!(
+            self.config.authentication,
+            ClientAuthentication::HlsGmac { .. }
+        )
     }
 
     fn next_invoke(&mut self) -> InvokeId {
@@ -147,17 +168,31 @@ impl Client {
     fn busy(&self) -> Result<()> {
         match self.pending {
             Pending::None => Ok(()),
-            _ => Err(Error::new(ErrorKind::State("a request is already outstanding"), CTX)),
+            _ => Err(Error::new(
+                ErrorKind::State("a request is already outstanding"),
+                CTX,
+            )),
         }
     }
 
     fn protect(&self, plain: Vec<u8>, counters: &mut dyn CounterStore) -> Result<Vec<u8>> {
-        let ClientAuthentication::HlsGmac { keys, system_title, .. } = &self.config.authentication else {
+        let ClientAuthentication::HlsGmac {
+            keys, system_title, ..
+        } = &self.config.authentication
+        else {
             return Ok(plain);
         };
         let ic = counters.next_transmit()?;
         let general = self.config.general_ciphering;
-        Ok(security::protect_apdu(keys, SecurityControl::AUTHENTICATED_ENCRYPTION, system_title, ic, &plain, general)?.to_vec())
+        Ok(security::protect_apdu(
+            keys,
+            SecurityControl::AUTHENTICATED_ENCRYPTION,
+            system_title,
+            ic,
+            &plain,
+            general,
+        )?
+        .to_vec())
     }
 
     fn unprotect(&self, bytes: &[u8], counters: &mut dyn CounterStore) -> Result<Vec<u8>> {
@@ -166,13 +201,20 @@ impl Client {
         };
         let (title, sc, ic, payload) = match Apdu::parse(bytes)? {
             Apdu::Glo(g) => (
-                self.server_title.ok_or(Error::new(ErrorKind::State("server system title unknown"), CTX))?,
+                self.server_title.ok_or(Error::new(
+                    ErrorKind::State("server system title unknown"),
+                    CTX,
+                ))?,
                 g.security_control,
                 g.invocation_counter,
                 g.payload,
             ),
             Apdu::GeneralGlo(g) => {
-                let t: SystemTitle = g.system_title.as_slice().try_into().map_err(|_| Error::malformed("system title is not 8 bytes", CTX))?;
+                let t: SystemTitle = g
+                    .system_title
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::malformed("system title is not 8 bytes", CTX))?;
                 (t, g.security_control, g.invocation_counter, g.payload)
             }
             // Exception-responses and rejections arrive in plain.
@@ -196,13 +238,34 @@ impl Client {
         }
         .to_vec();
         let (context, title, mechanism, value, user) = match &self.config.authentication {
-            ClientAuthentication::None => (ApplicationContext::LogicalNameNoCiphering, None, None, None, initiate),
-            ClientAuthentication::Lls { password } => {
-                (ApplicationContext::LogicalNameNoCiphering, None, Some(Mechanism::Low), Some(password.clone()), initiate)
-            }
-            ClientAuthentication::HlsGmac { keys, system_title, challenge } => {
+            ClientAuthentication::None => (
+                ApplicationContext::LogicalNameNoCiphering,
+                None,
+                None,
+                None,
+                initiate,
+            ),
+            ClientAuthentication::Lls { password } => (
+                ApplicationContext::LogicalNameNoCiphering,
+                None,
+                Some(Mechanism::Low),
+                Some(password.clone()),
+                initiate,
+            ),
+            ClientAuthentication::HlsGmac {
+                keys,
+                system_title,
+                challenge,
+            } => {
                 let ic = counters.next_transmit()?;
-                let user = security::protect_apdu(keys, SecurityControl::AUTHENTICATED_ENCRYPTION, system_title, ic, &initiate, false)?;
+                let user = security::protect_apdu(
+                    keys,
+                    SecurityControl::AUTHENTICATED_ENCRYPTION,
+                    system_title,
+                    ic,
+                    &initiate,
+                    false,
+                )?;
                 (
                     ApplicationContext::LogicalNameCiphering,
                     Some(system_title.to_vec()),
@@ -224,55 +287,133 @@ impl Client {
     }
 
     /// A GET of one attribute, optionally with selective access.
-    pub fn get(&mut self, attribute: AttributeDescriptor, access: Option<SelectiveAccess>, counters: &mut dyn CounterStore) -> Result<Vec<u8>> {
+    pub fn get(
+        &mut self,
+        attribute: AttributeDescriptor,
+        access: Option<SelectiveAccess>,
+        counters: &mut dyn CounterStore,
+    ) -> Result<Vec<u8>> {
         self.ready()?;
         let invoke_id = self.next_invoke();
-        self.pending = Pending::Get { invoke_id, blocks: Vec::new(), last_block: 0 };
-        self.protect(Apdu::GetRequest(GetRequest::Normal { invoke_id, attribute, access }).to_vec(), counters)
+        self.pending = Pending::Get {
+            invoke_id,
+            blocks: Vec::new(),
+            last_block: 0,
+        };
+        self.protect(
+            Apdu::GetRequest(GetRequest::Normal {
+                invoke_id,
+                attribute,
+                access,
+            })
+            .to_vec(),
+            counters,
+        )
     }
 
     /// A GET of several attributes in one request.
-    pub fn get_list(&mut self, attributes: &[AttributeDescriptor], counters: &mut dyn CounterStore) -> Result<Vec<u8>> {
+    pub fn get_list(
+        &mut self,
+        attributes: &[AttributeDescriptor],
+        counters: &mut dyn CounterStore,
+    ) -> Result<Vec<u8>> {
         self.ready()?;
         let invoke_id = self.next_invoke();
         self.pending = Pending::GetList;
         let items = attributes
             .iter()
-            .map(|a| crate::apdu::AttributeWithSelection { attribute: *a, access: None })
+            .map(|a| crate::apdu::AttributeWithSelection {
+                attribute: *a,
+                access: None,
+            })
             .collect();
-        self.protect(Apdu::GetRequest(GetRequest::WithList { invoke_id, items }).to_vec(), counters)
+        self.protect(
+            Apdu::GetRequest(GetRequest::WithList { invoke_id, items }).to_vec(),
+            counters,
+        )
     }
 
     /// A SET; values too long for one APDU go in blocks.
-    pub fn set(&mut self, attribute: AttributeDescriptor, value: &Data, counters: &mut dyn CounterStore) -> Result<Vec<u8>> {
+    pub fn set(
+        &mut self,
+        attribute: AttributeDescriptor,
+        value: &Data,
+        counters: &mut dyn CounterStore,
+    ) -> Result<Vec<u8>> {
         self.ready()?;
         let invoke_id = self.next_invoke();
-        let normal = Apdu::SetRequest(SetRequest::Normal { invoke_id, attribute, access: None, value: value.clone() }).to_vec();
+        let normal = Apdu::SetRequest(SetRequest::Normal {
+            invoke_id,
+            attribute,
+            access: None,
+            value: value.clone(),
+        })
+        .to_vec();
         let overhead = if self.ciphered() { 40 } else { 8 };
         if normal.len() + overhead <= self.max_send {
-            self.pending = Pending::Set { invoke_id, rest: Vec::new(), block: 0, chunk: 0 };
+            self.pending = Pending::Set {
+                invoke_id,
+                rest: Vec::new(),
+                block: 0,
+                chunk: 0,
+            };
             return self.protect(normal, counters);
         }
         let chunk = self.max_send.saturating_sub(overhead + 24).max(16);
         let raw = value.to_vec();
         let split = chunk.min(raw.len());
-        let block = DataBlock { last_block: split == raw.len(), block_number: 1, raw: raw[..split].to_vec() };
-        self.pending = Pending::Set { invoke_id, rest: raw[split..].to_vec(), block: 1, chunk };
-        self.protect(Apdu::SetRequest(SetRequest::WithFirstDataBlock { invoke_id, attribute, access: None, block }).to_vec(), counters)
+        let block = DataBlock {
+            last_block: split == raw.len(),
+            block_number: 1,
+            raw: raw[..split].to_vec(),
+        };
+        self.pending = Pending::Set {
+            invoke_id,
+            rest: raw[split..].to_vec(),
+            block: 1,
+            chunk,
+        };
+        self.protect(
+            Apdu::SetRequest(SetRequest::WithFirstDataBlock {
+                invoke_id,
+                attribute,
+                access: None,
+                block,
+            })
+            .to_vec(),
+            counters,
+        )
     }
 
     /// An ACTION.
-    pub fn action(&mut self, method: MethodDescriptor, parameters: Option<Data>, counters: &mut dyn CounterStore) -> Result<Vec<u8>> {
+    pub fn action(
+        &mut self,
+        method: MethodDescriptor,
+        parameters: Option<Data>,
+        counters: &mut dyn CounterStore,
+    ) -> Result<Vec<u8>> {
         self.ready()?;
         let invoke_id = self.next_invoke();
         self.pending = Pending::Action;
-        self.protect(Apdu::ActionRequest(ActionRequest::Normal { invoke_id, method, parameters }).to_vec(), counters)
+        self.protect(
+            Apdu::ActionRequest(ActionRequest::Normal {
+                invoke_id,
+                method,
+                parameters,
+            })
+            .to_vec(),
+            counters,
+        )
     }
 
     /// The RLRQ that ends the association.
     pub fn release(&mut self) -> Result<Vec<u8>> {
         self.pending = Pending::Release;
-        Ok(Apdu::Rlrq(Rlrq { reason: Some(ReleaseReason::Normal), user_information: None }).to_vec())
+        Ok(Apdu::Rlrq(Rlrq {
+            reason: Some(ReleaseReason::Normal),
+            user_information: None,
+        })
+        .to_vec())
     }
 
     fn ready(&self) -> Result<()> {
@@ -305,7 +446,12 @@ impl Client {
                     if self.config.tolerate_trailing_bytes {
                         self.trailing_bytes_ignored += plain.len() - used;
                     } else {
-                        return Err(Error::new(ErrorKind::TrailingBytes { count: plain.len() - used }, "response apdu"));
+                        return Err(Error::new(
+                            ErrorKind::TrailingBytes {
+                                count: plain.len() - used,
+                            },
+                            "response apdu",
+                        ));
                     }
                 }
                 self.handle_service(other, apdu, counters)
@@ -316,22 +462,44 @@ impl Client {
     fn handle_aare(&mut self, bytes: &[u8], counters: &mut dyn CounterStore) -> Result<Event> {
         let aare = match Apdu::parse(bytes)? {
             Apdu::Aare(a) => a,
-            Apdu::ExceptionResponse(e) => return Err(Error::new(ErrorKind::Peer("exception-response", e.service_error.into()), "aare")),
+            Apdu::ExceptionResponse(e) => {
+                return Err(Error::new(
+                    ErrorKind::Peer("exception-response", e.service_error.into()),
+                    "aare",
+                ));
+            }
             _ => return Err(Error::malformed("expected aare", CTX)),
         };
-        let Aare { result, diagnostic, responding_ap_title, responding_authentication_value, user_information, .. } = aare;
+        let Aare {
+            result,
+            diagnostic,
+            responding_ap_title,
+            responding_authentication_value,
+            user_information,
+            ..
+        } = aare;
         if result != AssociationResult::Accepted {
             // The reason may be in the diagnostic alone: meters often omit user-information.
             let code = match diagnostic {
                 Diagnostic::User(d) => u8::from(d),
                 Diagnostic::Provider(d) => d,
             };
-            return Err(Error::new(ErrorKind::Peer("association rejected, diagnostic", code), "aare"));
+            return Err(Error::new(
+                ErrorKind::Peer("association rejected, diagnostic", code),
+                "aare",
+            ));
         }
         if let Some(t) = &responding_ap_title {
-            self.server_title = Some(t.as_slice().try_into().map_err(|_| Error::malformed("system title is not 8 bytes", "aare"))?);
+            self.server_title = Some(
+                t.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::malformed("system title is not 8 bytes", "aare"))?,
+            );
         }
-        let user = user_information.ok_or(Error::malformed("accepted without user-information", "aare"))?;
+        let user = user_information.ok_or(Error::malformed(
+            "accepted without user-information",
+            "aare",
+        ))?;
         let plain = self.unprotect(&user, counters)?;
         let init = InitiateResponse::parse(&plain)?;
         self.negotiated = init.negotiated_conformance;
@@ -340,15 +508,31 @@ impl Client {
             n => n as usize,
         };
         if diagnostic == Diagnostic::User(UserDiagnostic::AuthenticationRequired) {
-            let ClientAuthentication::HlsGmac { keys, system_title, .. } = &self.config.authentication else {
-                return Err(Error::new(ErrorKind::Unsupported("server asks for hls but we use none"), "aare"));
+            let ClientAuthentication::HlsGmac {
+                keys, system_title, ..
+            } = &self.config.authentication
+            else {
+                return Err(Error::new(
+                    ErrorKind::Unsupported("server asks for hls but we use none"),
+                    "aare",
+                ));
             };
-            self.stoc = responding_authentication_value.ok_or(Error::malformed("hls without StoC", "aare"))?;
+            self.stoc = responding_authentication_value
+                .ok_or(Error::malformed("hls without StoC", "aare"))?;
             let ic = counters.next_transmit()?;
             let f_stoc = security::hls_gmac_response(keys, system_title, ic, &self.stoc)?;
             let invoke_id = self.next_invoke();
-            let method = MethodDescriptor { class_id: 15, instance: Obis::CURRENT_ASSOCIATION, method_id: 1 };
-            let plain = Apdu::ActionRequest(ActionRequest::Normal { invoke_id, method, parameters: Some(Data::OctetString(f_stoc)) }).to_vec();
+            let method = MethodDescriptor {
+                class_id: 15,
+                instance: Obis::CURRENT_ASSOCIATION,
+                method_id: 1,
+            };
+            let plain = Apdu::ActionRequest(ActionRequest::Normal {
+                invoke_id,
+                method,
+                parameters: Some(Data::OctetString(f_stoc)),
+            })
+            .to_vec();
             let bytes = self.protect(plain, counters)?;
             self.pending = Pending::Hls;
             return Ok(Event::Send(bytes));
@@ -357,63 +541,166 @@ impl Client {
         Ok(Event::Associated)
     }
 
-    fn handle_service(&mut self, pending: Pending, apdu: Apdu, counters: &mut dyn CounterStore) -> Result<Event> {
+    fn handle_service(
+        &mut self,
+        pending: Pending,
+        apdu: Apdu,
+        counters: &mut dyn CounterStore,
+    ) -> Result<Event> {
         if let Apdu::ExceptionResponse(e) = &apdu {
-            return Err(Error::new(ErrorKind::Peer("exception-response service-error", e.service_error.into()), CTX));
+            return Err(Error::new(
+                ErrorKind::Peer("exception-response service-error", e.service_error.into()),
+                CTX,
+            ));
         }
         match (pending, apdu) {
-            (Pending::Hls, Apdu::ActionResponse(ActionResponse::Normal { result, return_value, .. })) => {
+            (
+                Pending::Hls,
+                Apdu::ActionResponse(ActionResponse::Normal {
+                    result,
+                    return_value,
+                    ..
+                }),
+            ) => {
                 if result != DataAccessResult::Success {
-                    return Err(Error::new(ErrorKind::AuthenticationFailed, "hls pass 3 rejected by server"));
+                    return Err(Error::new(
+                        ErrorKind::AuthenticationFailed,
+                        "hls pass 3 rejected by server",
+                    ));
                 }
-                let ClientAuthentication::HlsGmac { keys, challenge, .. } = &self.config.authentication else {
-                    return Err(Error::new(ErrorKind::State("hls reply without hls configuration"), CTX));
+                let ClientAuthentication::HlsGmac {
+                    keys, challenge, ..
+                } = &self.config.authentication
+                else {
+                    return Err(Error::new(
+                        ErrorKind::State("hls reply without hls configuration"),
+                        CTX,
+                    ));
                 };
                 let Some(GetDataResult::Data(Data::OctetString(f_ctos))) = return_value else {
                     return Err(Error::malformed("no f(CtoS) in hls reply", CTX));
                 };
-                let title = self.server_title.ok_or(Error::new(ErrorKind::State("server system title unknown"), CTX))?;
+                let title = self.server_title.ok_or(Error::new(
+                    ErrorKind::State("server system title unknown"),
+                    CTX,
+                ))?;
                 security::verify_hls_gmac(keys, &title, challenge, &f_ctos)?;
                 self.associated = true;
                 Ok(Event::Associated)
             }
-            (Pending::Get { invoke_id, mut blocks, last_block }, Apdu::GetResponse(r)) => match r {
-                GetResponse::Normal { result: GetDataResult::Data(d), .. } => Ok(Event::Value(d)),
-                GetResponse::Normal { result: GetDataResult::Error(e), .. } => Err(access_error(e)),
-                GetResponse::WithDataBlock { last_block: last, block_number, raw, .. } => {
+            (
+                Pending::Get {
+                    invoke_id,
+                    mut blocks,
+                    last_block,
+                },
+                Apdu::GetResponse(r),
+            ) => match r {
+                GetResponse::Normal {
+                    result: GetDataResult::Data(d),
+                    ..
+                } => Ok(Event::Value(d)),
+                GetResponse::Normal {
+                    result: GetDataResult::Error(e),
+                    ..
+                } => Err(access_error(e)),
+                GetResponse::WithDataBlock {
+                    last_block: last,
+                    block_number,
+                    raw,
+                    ..
+                } => {
                     let raw = raw.map_err(access_error)?;
                     if block_number != last_block + 1 {
-                        return Err(Error::new(ErrorKind::Peer("unexpected block number", block_number as u8), CTX));
+                        return Err(Error::new(
+                            ErrorKind::Peer("unexpected block number", block_number as u8),
+                            CTX,
+                        ));
                     }
                     blocks.extend_from_slice(&raw);
                     if last {
                         let (d, used) = Data::parse_prefix(&blocks)?;
                         if used != blocks.len() && !self.config.tolerate_trailing_bytes {
-                            return Err(Error::new(ErrorKind::TrailingBytes { count: blocks.len() - used }, "get blocks"));
+                            return Err(Error::new(
+                                ErrorKind::TrailingBytes {
+                                    count: blocks.len() - used,
+                                },
+                                "get blocks",
+                            ));
                         }
                         return Ok(Event::Value(d));
                     }
-                    let next = Apdu::GetRequest(GetRequest::Next { invoke_id, block_number }).to_vec();
-                    self.pending = Pending::Get { invoke_id, blocks, last_block: block_number };
+                    let next = Apdu::GetRequest(GetRequest::Next {
+                        invoke_id,
+                        block_number,
+                    })
+                    .to_vec();
+                    self.pending = Pending::Get {
+                        invoke_id,
+                        blocks,
+                        last_block: block_number,
+                    };
                     Ok(Event::Send(self.protect(next, counters)?))
                 }
-                GetResponse::WithList { .. } => Err(Error::malformed("with-list answer to a normal get", CTX)),
+                GetResponse::WithList { .. } => {
+                    Err(Error::malformed("with-list answer to a normal get", CTX))
+                }
             },
-            (Pending::GetList, Apdu::GetResponse(GetResponse::WithList { results, .. })) => Ok(Event::Values(results)),
-            (Pending::Set { invoke_id, rest, block, chunk }, Apdu::SetResponse(r)) => match r {
-                SetResponse::Normal { result: DataAccessResult::Success, .. }
-                | SetResponse::LastDataBlock { result: DataAccessResult::Success, .. } => Ok(Event::Written),
-                SetResponse::Normal { result, .. } | SetResponse::LastDataBlock { result, .. } => Err(access_error(result)),
-                SetResponse::DataBlock { block_number, .. } if block_number == block && !rest.is_empty() => {
+            (Pending::GetList, Apdu::GetResponse(GetResponse::WithList { results, .. })) => {
+                Ok(Event::Values(results))
+            }
+            (
+                Pending::Set {
+                    invoke_id,
+                    rest,
+                    block,
+                    chunk,
+                },
+                Apdu::SetResponse(r),
+            ) => match r {
+                SetResponse::Normal {
+                    result: DataAccessResult::Success,
+                    ..
+                }
+                | SetResponse::LastDataBlock {
+                    result: DataAccessResult::Success,
+                    ..
+                } => Ok(Event::Written),
+                SetResponse::Normal { result, .. } | SetResponse::LastDataBlock { result, .. } => {
+                    Err(access_error(result))
+                }
+                SetResponse::DataBlock { block_number, .. }
+                    if block_number == block && !rest.is_empty() =>
+                {
                     let split = chunk.min(rest.len());
-                    let b = DataBlock { last_block: split == rest.len(), block_number: block + 1, raw: rest[..split].to_vec() };
-                    let next = Apdu::SetRequest(SetRequest::WithDataBlock { invoke_id, block: b }).to_vec();
-                    self.pending = Pending::Set { invoke_id, rest: rest[split..].to_vec(), block: block + 1, chunk };
+                    let b = DataBlock {
+                        last_block: split == rest.len(),
+                        block_number: block + 1,
+                        raw: rest[..split].to_vec(),
+                    };
+                    let next = Apdu::SetRequest(SetRequest::WithDataBlock {
+                        invoke_id,
+                        block: b,
+                    })
+                    .to_vec();
+                    self.pending = Pending::Set {
+                        invoke_id,
+                        rest: rest[split..].to_vec(),
+                        block: block + 1,
+                        chunk,
+                    };
                     Ok(Event::Send(self.protect(next, counters)?))
                 }
                 _ => Err(Error::malformed("unexpected set-response", CTX)),
             },
-            (Pending::Action, Apdu::ActionResponse(ActionResponse::Normal { result, return_value, .. })) => {
+            (
+                Pending::Action,
+                Apdu::ActionResponse(ActionResponse::Normal {
+                    result,
+                    return_value,
+                    ..
+                }),
+            ) => {
                 if result != DataAccessResult::Success {
                     return Err(access_error(result));
                 }
@@ -446,7 +733,11 @@ pub fn entry_selection(from: u32, to: u32) -> SelectiveAccess {
 }
 
 /// A selective access by range (selector 1) on the clock column between two date-times.
-pub fn range_selection(clock_column: &crate::cosem::CaptureObject, from: crate::DateTime, to: crate::DateTime) -> SelectiveAccess {
+pub fn range_selection(
+    clock_column: &crate::cosem::CaptureObject,
+    from: crate::DateTime,
+    to: crate::DateTime,
+) -> SelectiveAccess {
     SelectiveAccess {
         selector: 1,
         parameters: Data::Structure(vec![

@@ -48,7 +48,10 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn peek(&self, context: &'static str) -> Result<u8> {
-        self.buf.get(self.pos).copied().ok_or(Error::truncated(1, context))
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or(Error::truncated(1, context))
     }
 
     pub(crate) fn u16(&mut self, context: &'static str) -> Result<u16> {
@@ -98,7 +101,12 @@ impl<'a> Reader<'a> {
         if self.is_empty() {
             Ok(())
         } else {
-            Err(Error::new(ErrorKind::TrailingBytes { count: self.remaining() }, context))
+            Err(Error::new(
+                ErrorKind::TrailingBytes {
+                    count: self.remaining(),
+                },
+                context,
+            ))
         }
     }
 }
@@ -137,7 +145,9 @@ mod tests {
 
     #[test]
     fn lengths_round_trip_at_every_width() {
-        for len in [0usize, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0xff_ffff, 0x100_0000] {
+        for len in [
+            0usize, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0xff_ffff, 0x100_0000,
+        ] {
             let mut out = Vec::new();
             put_length(&mut out, len);
             assert_eq!(out.len(), length_len(len));
@@ -147,9 +157,27 @@ mod tests {
 
     #[test]
     fn impossible_lengths_are_errors() {
-        assert_eq!(Reader::new(&[0x80]).length("t").unwrap_err().kind(), &ErrorKind::InvalidTag { tag: 0x80 });
-        assert_eq!(Reader::new(&[0x85, 1, 2, 3, 4, 5]).length("t").unwrap_err().kind(), &ErrorKind::InvalidTag { tag: 0x85 });
-        assert_eq!(Reader::new(&[0x82, 1]).length("t").unwrap_err().needed(), Some(1));
-        assert_eq!(Reader::new(&[0x05, 1, 2]).bounded_length("t").unwrap_err().needed(), Some(3));
+        assert_eq!(
+            Reader::new(&[0x80]).length("t").unwrap_err().kind(),
+            &ErrorKind::InvalidTag { tag: 0x80 }
+        );
+        assert_eq!(
+            Reader::new(&[0x85, 1, 2, 3, 4, 5])
+                .length("t")
+                .unwrap_err()
+                .kind(),
+            &ErrorKind::InvalidTag { tag: 0x85 }
+        );
+        assert_eq!(
+            Reader::new(&[0x82, 1]).length("t").unwrap_err().needed(),
+            Some(1)
+        );
+        assert_eq!(
+            Reader::new(&[0x05, 1, 2])
+                .bounded_length("t")
+                .unwrap_err()
+                .needed(),
+            Some(3)
+        );
     }
 }

@@ -91,11 +91,16 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Malformed(what) => write!(f, "malformed: {what}"),
             ErrorKind::Checksum => write!(f, "check sequence mismatch"),
             ErrorKind::AuthenticationFailed => write!(f, "authentication failed"),
-            ErrorKind::Replay { received, last_accepted } => write!(
+            ErrorKind::Replay {
+                received,
+                last_accepted,
+            } => write!(
                 f,
                 "invocation counter {received} not above last accepted {last_accepted} (replay)"
             ),
-            ErrorKind::CounterExhausted => write!(f, "invocation counter exhausted, change the key"),
+            ErrorKind::CounterExhausted => {
+                write!(f, "invocation counter exhausted, change the key")
+            }
             ErrorKind::Unsupported(what) => write!(f, "unsupported: {what}"),
             ErrorKind::State(what) => write!(f, "invalid in this state: {what}"),
             ErrorKind::Peer(what, code) => write!(f, "peer reported {what} (code {code})"),

@@ -26,7 +26,11 @@ pub fn crc16_x25(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= b as u16;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x8408 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x8408
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -80,7 +84,10 @@ impl Address {
         }
         Ok(match n {
             1 => Address::One(bytes[0]),
-            2 => Address::Two { upper: bytes[0], lower: bytes[1] },
+            2 => Address::Two {
+                upper: bytes[0],
+                lower: bytes[1],
+            },
             4 => Address::Four {
                 upper: ((bytes[0] as u16) << 7) | bytes[1] as u16,
                 lower: ((bytes[2] as u16) << 7) | bytes[3] as u16,
@@ -106,15 +113,37 @@ impl Address {
 /// The control field (Green Book 8.4.3.4); sequence numbers are modulo 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    I { send_seq: u8, recv_seq: u8, poll: bool },
-    Rr { recv_seq: u8, poll: bool },
-    Rnr { recv_seq: u8, poll: bool },
-    Snrm { poll: bool },
-    Disc { poll: bool },
-    Ua { fin: bool },
-    Dm { fin: bool },
-    Frmr { fin: bool },
-    Ui { poll: bool },
+    I {
+        send_seq: u8,
+        recv_seq: u8,
+        poll: bool,
+    },
+    Rr {
+        recv_seq: u8,
+        poll: bool,
+    },
+    Rnr {
+        recv_seq: u8,
+        poll: bool,
+    },
+    Snrm {
+        poll: bool,
+    },
+    Disc {
+        poll: bool,
+    },
+    Ua {
+        fin: bool,
+    },
+    Dm {
+        fin: bool,
+    },
+    Frmr {
+        fin: bool,
+    },
+    Ui {
+        poll: bool,
+    },
     Unknown(u8),
 }
 
@@ -123,11 +152,25 @@ impl Control {
         let pf = b & 0x10 != 0;
         let nr = b >> 5;
         if b & 1 == 0 {
-            return Control::I { send_seq: (b >> 1) & 7, recv_seq: nr, poll: pf };
+            return Control::I {
+                send_seq: (b >> 1) & 7,
+                recv_seq: nr,
+                poll: pf,
+            };
         }
         match b & 0x0f {
-            0x01 => return Control::Rr { recv_seq: nr, poll: pf },
-            0x05 => return Control::Rnr { recv_seq: nr, poll: pf },
+            0x01 => {
+                return Control::Rr {
+                    recv_seq: nr,
+                    poll: pf,
+                };
+            }
+            0x05 => {
+                return Control::Rnr {
+                    recv_seq: nr,
+                    poll: pf,
+                };
+            }
             _ => {}
         }
         match b & !0x10 {
@@ -144,7 +187,11 @@ impl Control {
     pub fn to_byte(self) -> u8 {
         let pf = |p: bool| if p { 0x10 } else { 0 };
         match self {
-            Control::I { send_seq, recv_seq, poll } => ((recv_seq & 7) << 5) | pf(poll) | ((send_seq & 7) << 1),
+            Control::I {
+                send_seq,
+                recv_seq,
+                poll,
+            } => ((recv_seq & 7) << 5) | pf(poll) | ((send_seq & 7) << 1),
             Control::Rr { recv_seq, poll } => ((recv_seq & 7) << 5) | pf(poll) | 0x01,
             Control::Rnr { recv_seq, poll } => ((recv_seq & 7) << 5) | pf(poll) | 0x05,
             Control::Snrm { poll } => 0x83 | pf(poll),
@@ -190,7 +237,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         let len = self.frame_len();
         if len < 7 {
-            return Err(Error::new(ErrorKind::LengthOutOfRange { length: len, max: MAX_FRAME_LEN }, CTX));
+            return Err(Error::new(
+                ErrorKind::LengthOutOfRange {
+                    length: len,
+                    max: MAX_FRAME_LEN,
+                },
+                CTX,
+            ));
         }
         if b.len() < len + 2 {
             return Err(Error::truncated(len + 2 - b.len(), CTX));
@@ -249,13 +302,25 @@ impl Repr {
             }
             r.take(r.remaining(), "hdlc info")?.to_vec()
         };
-        Ok(Repr { segmented: packet.segmented(), destination, source, control, info })
+        Ok(Repr {
+            segmented: packet.segmented(),
+            destination,
+            source,
+            control,
+            info,
+        })
     }
 
     /// Frame length between the flags.
     pub fn frame_len(&self) -> usize {
         let header = 2 + self.destination.len() + self.source.len() + 1;
-        header + if self.info.is_empty() { 0 } else { 2 + self.info.len() } + 2
+        header
+            + if self.info.is_empty() {
+                0
+            } else {
+                2 + self.info.len()
+            }
+            + 2
     }
 
     /// Bytes [`Repr::emit`] writes, flags included.
@@ -267,7 +332,13 @@ impl Repr {
     pub fn emit(&self) -> Result<Vec<u8>> {
         let len = self.frame_len();
         if len > MAX_FRAME_LEN {
-            return Err(Error::new(ErrorKind::LengthOutOfRange { length: len, max: MAX_FRAME_LEN }, "hdlc frame"));
+            return Err(Error::new(
+                ErrorKind::LengthOutOfRange {
+                    length: len,
+                    max: MAX_FRAME_LEN,
+                },
+                "hdlc frame",
+            ));
         }
         let mut out = Vec::with_capacity(len + 2);
         out.push(FLAG);
@@ -336,7 +407,10 @@ impl StreamDecoder {
             if self.buf[1] >> 4 != 0xA || len < 7 {
                 self.buf.remove(0);
                 self.skipped += 1;
-                return Err(Error::tag(self.buf.first().copied().unwrap_or(0), "hdlc frame format"));
+                return Err(Error::tag(
+                    self.buf.first().copied().unwrap_or(0),
+                    "hdlc frame format",
+                ));
             }
             if self.buf.len() < len + 2 {
                 return Ok(None);
@@ -377,7 +451,12 @@ pub struct LinkParameters {
 impl Default for LinkParameters {
     /// The defaults that apply when SNRM carries no parameters.
     fn default() -> Self {
-        LinkParameters { max_info_tx: 128, max_info_rx: 128, window_tx: 1, window_rx: 1 }
+        LinkParameters {
+            max_info_tx: 128,
+            max_info_rx: 128,
+            window_tx: 1,
+            window_rx: 1,
+        }
     }
 }
 
@@ -401,9 +480,18 @@ impl LinkParameters {
             let id = g.u8(CTX)?;
             let len = g.u8(CTX)? as usize;
             if !matches!(len, 1 | 2 | 4) {
-                return Err(Error::new(ErrorKind::LengthOutOfRange { length: len, max: 4 }, CTX));
+                return Err(Error::new(
+                    ErrorKind::LengthOutOfRange {
+                        length: len,
+                        max: 4,
+                    },
+                    CTX,
+                ));
             }
-            let v = g.take(len, CTX)?.iter().fold(0u32, |a, &b| (a << 8) | b as u32);
+            let v = g
+                .take(len, CTX)?
+                .iter()
+                .fold(0u32, |a, &b| (a << 8) | b as u32);
             match id {
                 0x05 => p.max_info_tx = v.min(MAX_FRAME_LEN as u32) as u16,
                 0x06 => p.max_info_rx = v.min(MAX_FRAME_LEN as u32) as u16,
@@ -466,7 +554,11 @@ struct Connected {
 impl HdlcServerLink {
     /// A link answering for `logical_device`, accepting information fields up to `max_info_rx`.
     pub fn new(logical_device: u16, max_info_rx: u16) -> Self {
-        HdlcServerLink { logical_device, max_info_rx, connected: None }
+        HdlcServerLink {
+            logical_device,
+            max_info_rx,
+            connected: None,
+        }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -474,7 +566,13 @@ impl HdlcServerLink {
     }
 
     fn reply(dst: u8, src: Address, control: Control, info: Vec<u8>, segmented: bool) -> LinkEvent {
-        let r = Repr { segmented, destination: Address::One(dst), source: src, control, info };
+        let r = Repr {
+            segmented,
+            destination: Address::One(dst),
+            source: src,
+            control,
+            info,
+        };
         match r.emit() {
             Ok(b) => LinkEvent::Send(b),
             Err(_) => LinkEvent::None,
@@ -486,11 +584,19 @@ impl HdlcServerLink {
         if frame.destination.upper() != self.logical_device {
             return LinkEvent::None;
         }
-        let Address::One(client) = frame.source else { return LinkEvent::None };
+        let Address::One(client) = frame.source else {
+            return LinkEvent::None;
+        };
         match frame.control {
             Control::Snrm { .. } => {
                 let Ok(proposed) = LinkParameters::parse(&frame.info) else {
-                    return Self::reply(client, frame.destination, Control::Frmr { fin: true }, Vec::new(), false);
+                    return Self::reply(
+                        client,
+                        frame.destination,
+                        Control::Frmr { fin: true },
+                        Vec::new(),
+                        false,
+                    );
                 };
                 // The client's rx is our tx; never promise more than we can buffer.
                 let params = LinkParameters {
@@ -508,30 +614,60 @@ impl HdlcServerLink {
                     rx: Vec::new(),
                     tx: Vec::new(),
                 });
-                Self::reply(client, frame.destination, Control::Ua { fin: true }, params.emit(), false)
+                Self::reply(
+                    client,
+                    frame.destination,
+                    Control::Ua { fin: true },
+                    params.emit(),
+                    false,
+                )
             }
             Control::Disc { .. } => {
                 let was = self.connected.take().is_some();
-                let control = if was { Control::Ua { fin: true } } else { Control::Dm { fin: true } };
+                let control = if was {
+                    Control::Ua { fin: true }
+                } else {
+                    Control::Dm { fin: true }
+                };
                 Self::reply(client, frame.destination, control, Vec::new(), false)
             }
             Control::I { send_seq, .. } => {
                 let Some(c) = self.connected.as_mut().filter(|c| c.client == client) else {
-                    return Self::reply(client, frame.destination, Control::Dm { fin: true }, Vec::new(), false);
+                    return Self::reply(
+                        client,
+                        frame.destination,
+                        Control::Dm { fin: true },
+                        Vec::new(),
+                        false,
+                    );
                 };
                 if send_seq != c.recv_seq {
                     // Out of sequence (a repeat): ask for the one we expect.
-                    let rr = Control::Rr { recv_seq: c.recv_seq, poll: true };
+                    let rr = Control::Rr {
+                        recv_seq: c.recv_seq,
+                        poll: true,
+                    };
                     return Self::reply(client, c.own_address, rr, Vec::new(), false);
                 }
                 c.recv_seq = (c.recv_seq + 1) & 7;
-                if frame.info.len() > c.params.max_info_rx as usize || c.rx.len() + frame.info.len() > 0xFFFF {
+                if frame.info.len() > c.params.max_info_rx as usize
+                    || c.rx.len() + frame.info.len() > 0xFFFF
+                {
                     c.rx.clear();
-                    return Self::reply(client, c.own_address, Control::Frmr { fin: true }, Vec::new(), false);
+                    return Self::reply(
+                        client,
+                        c.own_address,
+                        Control::Frmr { fin: true },
+                        Vec::new(),
+                        false,
+                    );
                 }
                 c.rx.extend_from_slice(&frame.info);
                 if frame.segmented {
-                    let rr = Control::Rr { recv_seq: c.recv_seq, poll: true };
+                    let rr = Control::Rr {
+                        recv_seq: c.recv_seq,
+                        poll: true,
+                    };
                     return Self::reply(client, c.own_address, rr, Vec::new(), false);
                 }
                 let mut apdu = core::mem::take(&mut c.rx);
@@ -542,35 +678,68 @@ impl HdlcServerLink {
             }
             Control::Rr { recv_seq, .. } => {
                 let Some(c) = self.connected.as_mut().filter(|c| c.client == client) else {
-                    return Self::reply(client, frame.destination, Control::Dm { fin: true }, Vec::new(), false);
+                    return Self::reply(
+                        client,
+                        frame.destination,
+                        Control::Dm { fin: true },
+                        Vec::new(),
+                        false,
+                    );
                 };
                 if recv_seq == c.send_seq && !c.tx.is_empty() {
                     let info = c.tx.remove(0);
                     let more = !c.tx.is_empty();
-                    let control = Control::I { send_seq: c.send_seq, recv_seq: c.recv_seq, poll: true };
+                    let control = Control::I {
+                        send_seq: c.send_seq,
+                        recv_seq: c.recv_seq,
+                        poll: true,
+                    };
                     c.send_seq = (c.send_seq + 1) & 7;
                     return Self::reply(client, c.own_address, control, info, more);
                 }
-                let rr = Control::Rr { recv_seq: c.recv_seq, poll: true };
+                let rr = Control::Rr {
+                    recv_seq: c.recv_seq,
+                    poll: true,
+                };
                 Self::reply(client, c.own_address, rr, Vec::new(), false)
             }
-            _ => Self::reply(client, frame.destination, Control::Frmr { fin: true }, Vec::new(), false),
+            _ => Self::reply(
+                client,
+                frame.destination,
+                Control::Frmr { fin: true },
+                Vec::new(),
+                false,
+            ),
         }
     }
 
     /// Sends an APDU: returns the first I-frame; later segments go out as the client polls
     /// with RR (window 1).
     pub fn send_apdu(&mut self, apdu: &[u8]) -> Result<Vec<u8>> {
-        let c = self.connected.as_mut().ok_or(Error::new(ErrorKind::State("hdlc link not connected"), "hdlc"))?;
+        let c = self.connected.as_mut().ok_or(Error::new(
+            ErrorKind::State("hdlc link not connected"),
+            "hdlc",
+        ))?;
         let mut data = LLC_RESPONSE.to_vec();
         data.extend_from_slice(apdu);
         let size = (c.params.max_info_tx as usize).max(16);
         c.tx = data.chunks(size).map(<[u8]>::to_vec).collect();
         let info = c.tx.remove(0);
         let more = !c.tx.is_empty();
-        let control = Control::I { send_seq: c.send_seq, recv_seq: c.recv_seq, poll: true };
+        let control = Control::I {
+            send_seq: c.send_seq,
+            recv_seq: c.recv_seq,
+            poll: true,
+        };
         c.send_seq = (c.send_seq + 1) & 7;
-        Repr { segmented: more, destination: Address::One(c.client), source: c.own_address, control, info }.emit()
+        Repr {
+            segmented: more,
+            destination: Address::One(c.client),
+            source: c.own_address,
+            control,
+            info,
+        }
+        .emit()
     }
 }
 
@@ -602,15 +771,25 @@ mod tests {
     fn i_frame_with_four_byte_address_round_trips() {
         let r = Repr {
             segmented: true,
-            destination: Address::Four { upper: 1, lower: 0x3FFF },
+            destination: Address::Four {
+                upper: 1,
+                lower: 0x3FFF,
+            },
             source: Address::One(0x10),
-            control: Control::I { send_seq: 3, recv_seq: 5, poll: true },
+            control: Control::I {
+                send_seq: 3,
+                recv_seq: 5,
+                poll: true,
+            },
             info: hex("E6 E6 00 C0 01 C1 00 08 00 00 01 00 00 FF 02 00"),
         };
         let b = r.emit().unwrap();
         assert_eq!(b.len(), r.buffer_len());
         assert_eq!(b[1] & 0x08, 0x08, "segmentation bit");
-        assert_eq!(Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(), r);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(),
+            r
+        );
     }
 
     #[test]
@@ -620,7 +799,13 @@ mod tests {
         }
         assert_eq!(Control::from_byte(0x73), Control::Ua { fin: true });
         assert_eq!(Control::from_byte(0x1F), Control::Dm { fin: true });
-        assert_eq!(Control::from_byte(0x51), Control::Rr { recv_seq: 2, poll: true });
+        assert_eq!(
+            Control::from_byte(0x51),
+            Control::Rr {
+                recv_seq: 2,
+                poll: true
+            }
+        );
     }
 
     #[test]
@@ -628,17 +813,36 @@ mod tests {
         let good = hex("7E A0 07 03 21 93 0F 01 7E");
         let mut bad = good.clone();
         bad[5] ^= 1;
-        assert_eq!(Packet::new_checked(&bad[..]).unwrap_err().kind(), &ErrorKind::Checksum);
-        assert_eq!(Packet::new_checked(&good[..5]).unwrap_err().needed(), Some(4));
-        assert!(Packet::new_checked(&hex("7E B0 07 03 21 93 0F 01 7E")[..]).is_err(), "format type");
-        assert!(Packet::new_checked(&hex("7E A0 02 03 7E")[..]).is_err(), "impossible length");
-        assert!(Packet::new_checked(&hex("7E A0 07 03 21 93 0F 01 00")[..]).is_err(), "closing flag");
+        assert_eq!(
+            Packet::new_checked(&bad[..]).unwrap_err().kind(),
+            &ErrorKind::Checksum
+        );
+        assert_eq!(
+            Packet::new_checked(&good[..5]).unwrap_err().needed(),
+            Some(4)
+        );
+        assert!(
+            Packet::new_checked(&hex("7E B0 07 03 21 93 0F 01 7E")[..]).is_err(),
+            "format type"
+        );
+        assert!(
+            Packet::new_checked(&hex("7E A0 02 03 7E")[..]).is_err(),
+            "impossible length"
+        );
+        assert!(
+            Packet::new_checked(&hex("7E A0 07 03 21 93 0F 01 00")[..]).is_err(),
+            "closing flag"
+        );
         // An I-frame whose HCS is wrong but FCS right.
         let mut r = Repr {
             segmented: false,
             destination: Address::One(1),
             source: Address::One(0x10),
-            control: Control::I { send_seq: 0, recv_seq: 0, poll: true },
+            control: Control::I {
+                send_seq: 0,
+                recv_seq: 0,
+                poll: true,
+            },
             info: vec![1, 2, 3],
         }
         .emit()
@@ -648,9 +852,23 @@ mod tests {
         let fcs = crc16_x25(&r[1..len - 3]).to_le_bytes();
         r[len - 3] = fcs[0];
         r[len - 2] = fcs[1];
-        assert_eq!(Repr::parse(&Packet::new_checked(&r[..]).unwrap()).unwrap_err().context(), "hdlc hcs");
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&r[..]).unwrap())
+                .unwrap_err()
+                .context(),
+            "hdlc hcs"
+        );
         // Three-byte addresses do not exist.
-        let three = Repr { segmented: false, destination: Address::One(1), source: Address::One(1), control: Control::Rr { recv_seq: 0, poll: true }, info: vec![] };
+        let three = Repr {
+            segmented: false,
+            destination: Address::One(1),
+            source: Address::One(1),
+            control: Control::Rr {
+                recv_seq: 0,
+                poll: true,
+            },
+            info: vec![],
+        };
         let mut b = three.emit().unwrap();
         b.splice(3..4, [0x02, 0x02, 0x03]);
         b[2] += 2;
@@ -668,7 +886,10 @@ mod tests {
         assert_eq!(p, LinkParameters::default());
         assert_eq!(p.emit(), info);
         let short = LinkParameters::parse(&hex("81 80 06 05 01 F8 06 01 F8")).unwrap();
-        assert_eq!((short.max_info_tx, short.max_info_rx, short.window_tx), (0xF8, 0xF8, 1));
+        assert_eq!(
+            (short.max_info_tx, short.max_info_rx, short.window_tx),
+            (0xF8, 0xF8, 1)
+        );
         assert!(LinkParameters::parse(&hex("81 80 04 05 03 00 00")).is_err());
         assert!(LinkParameters::parse(&hex("81 80 09 05")).is_err());
     }
@@ -690,7 +911,13 @@ mod tests {
     }
 
     fn client_frame(control: Control, info: &[u8], segmented: bool) -> Repr {
-        Repr { segmented, destination: Address::One(1), source: Address::One(0x10), control, info: info.to_vec() }
+        Repr {
+            segmented,
+            destination: Address::One(1),
+            source: Address::One(0x10),
+            control,
+            info: info.to_vec(),
+        }
     }
 
     fn parse(b: &[u8]) -> Repr {
@@ -701,29 +928,91 @@ mod tests {
     fn server_link_connects_reassembles_segments_and_segments_answers() {
         let mut link = HdlcServerLink::new(1, 128);
         // Not connected: an I-frame gets DM.
-        let LinkEvent::Send(dm) = link.receive(&client_frame(Control::I { send_seq: 0, recv_seq: 0, poll: true }, &[1], false)) else { panic!() };
+        let LinkEvent::Send(dm) = link.receive(&client_frame(
+            Control::I {
+                send_seq: 0,
+                recv_seq: 0,
+                poll: true,
+            },
+            &[1],
+            false,
+        )) else {
+            panic!()
+        };
         assert_eq!(parse(&dm).control, Control::Dm { fin: true });
-        let snrm = client_frame(Control::Snrm { poll: true }, &hex("81 80 08 05 02 00 40 06 02 00 20"), false);
-        let LinkEvent::Send(ua) = link.receive(&snrm) else { panic!() };
+        let snrm = client_frame(
+            Control::Snrm { poll: true },
+            &hex("81 80 08 05 02 00 40 06 02 00 20"),
+            false,
+        );
+        let LinkEvent::Send(ua) = link.receive(&snrm) else {
+            panic!()
+        };
         let ua = parse(&ua);
         assert_eq!(ua.control, Control::Ua { fin: true });
         let agreed = LinkParameters::parse(&ua.info).unwrap();
         assert_eq!((agreed.max_info_tx, agreed.max_info_rx), (0x20, 0x40));
         // A two-segment request.
-        let LinkEvent::Send(rr) = link.receive(&client_frame(Control::I { send_seq: 0, recv_seq: 0, poll: true }, &hex("E6 E6 00 C0 01"), true)) else { panic!() };
-        assert_eq!(parse(&rr).control, Control::Rr { recv_seq: 1, poll: true });
-        let ev = link.receive(&client_frame(Control::I { send_seq: 1, recv_seq: 0, poll: true }, &hex("C1 00 08"), false));
-        assert_eq!(ev, LinkEvent::Apdu { client: 0x10, apdu: hex("C0 01 C1 00 08") });
+        let LinkEvent::Send(rr) = link.receive(&client_frame(
+            Control::I {
+                send_seq: 0,
+                recv_seq: 0,
+                poll: true,
+            },
+            &hex("E6 E6 00 C0 01"),
+            true,
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            parse(&rr).control,
+            Control::Rr {
+                recv_seq: 1,
+                poll: true
+            }
+        );
+        let ev = link.receive(&client_frame(
+            Control::I {
+                send_seq: 1,
+                recv_seq: 0,
+                poll: true,
+            },
+            &hex("C1 00 08"),
+            false,
+        ));
+        assert_eq!(
+            ev,
+            LinkEvent::Apdu {
+                client: 0x10,
+                apdu: hex("C0 01 C1 00 08")
+            }
+        );
         // A 70-byte answer goes out in 32-byte segments, one per RR.
         let answer = vec![0xC4; 67];
         let first = parse(&link.send_apdu(&answer).unwrap());
         assert!(first.segmented);
         assert_eq!(first.info.len(), 32);
         assert_eq!(&first.info[..3], &LLC_RESPONSE);
-        assert_eq!(first.control, Control::I { send_seq: 0, recv_seq: 2, poll: true });
+        assert_eq!(
+            first.control,
+            Control::I {
+                send_seq: 0,
+                recv_seq: 2,
+                poll: true
+            }
+        );
         let mut got = first.info.clone();
         loop {
-            let LinkEvent::Send(next) = link.receive(&client_frame(Control::Rr { recv_seq: (got.len() / 32) as u8, poll: true }, &[], false)) else { panic!() };
+            let LinkEvent::Send(next) = link.receive(&client_frame(
+                Control::Rr {
+                    recv_seq: (got.len() / 32) as u8,
+                    poll: true,
+                },
+                &[],
+                false,
+            )) else {
+                panic!()
+            };
             let next = parse(&next);
             got.extend_from_slice(&next.info);
             if !next.segmented {
@@ -732,12 +1021,35 @@ mod tests {
         }
         assert_eq!(&got[3..], &answer[..]);
         // A repeated I-frame (wrong N(S)) is answered with RR for the expected one.
-        let LinkEvent::Send(rr) = link.receive(&client_frame(Control::I { send_seq: 1, recv_seq: 3, poll: true }, &[1], false)) else { panic!() };
-        assert_eq!(parse(&rr).control, Control::Rr { recv_seq: 2, poll: true });
+        let LinkEvent::Send(rr) = link.receive(&client_frame(
+            Control::I {
+                send_seq: 1,
+                recv_seq: 3,
+                poll: true,
+            },
+            &[1],
+            false,
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            parse(&rr).control,
+            Control::Rr {
+                recv_seq: 2,
+                poll: true
+            }
+        );
         // Frames for another logical device are ignored; DISC ends the link.
-        let other = Repr { destination: Address::One(5), ..client_frame(Control::Disc { poll: true }, &[], false) };
+        let other = Repr {
+            destination: Address::One(5),
+            ..client_frame(Control::Disc { poll: true }, &[], false)
+        };
         assert_eq!(link.receive(&other), LinkEvent::None);
-        let LinkEvent::Send(ua) = link.receive(&client_frame(Control::Disc { poll: true }, &[], false)) else { panic!() };
+        let LinkEvent::Send(ua) =
+            link.receive(&client_frame(Control::Disc { poll: true }, &[], false))
+        else {
+            panic!()
+        };
         assert_eq!(parse(&ua).control, Control::Ua { fin: true });
         assert!(!link.is_connected());
     }

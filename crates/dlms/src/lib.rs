@@ -50,10 +50,12 @@ mod testutil;
 pub mod wrapper;
 
 pub use apdu::Apdu;
-pub use client::{Client, ClientAuthentication, ClientConfig, Event, entry_selection, range_selection};
-pub use cosem::{AccessContext, ObjectAccess, ObjectInfo, Role};
-pub use server::{AssociationConfig, Authentication, Env, Server, ServerConfig, ServerStats};
 pub use axdr::{Data, DateTime, DeviationConvention};
+pub use client::{
+    Client, ClientAuthentication, ClientConfig, Event, entry_selection, range_selection,
+};
+pub use cosem::{AccessContext, ObjectAccess, ObjectInfo, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use obis::Obis;
 pub use security::{CounterStore, Keys, MemoryCounterStore, SystemTitle};
+pub use server::{AssociationConfig, Authentication, Env, Server, ServerConfig, ServerStats};

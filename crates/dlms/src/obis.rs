@@ -45,7 +45,10 @@ impl FromStr for Obis {
             if n == 6 {
                 return Err(Error::malformed("more than six groups", "obis code"));
             }
-            out[n] = part.trim().parse().map_err(|_| Error::malformed("group is not 0..=255", "obis code"))?;
+            out[n] = part
+                .trim()
+                .parse()
+                .map_err(|_| Error::malformed("group is not 0..=255", "obis code"))?;
             n += 1;
         }
         if n != 6 {
@@ -65,7 +68,10 @@ mod tests {
         let o: Obis = "1-0:1.8.0.255".parse().unwrap();
         assert_eq!(o, Obis::new(1, 0, 1, 8, 0, 255));
         assert_eq!(o.to_string(), "1-0:1.8.0.255");
-        assert_eq!("0.0.43.1.0.255".parse::<Obis>().unwrap(), Obis::INVOCATION_COUNTER);
+        assert_eq!(
+            "0.0.43.1.0.255".parse::<Obis>().unwrap(),
+            Obis::INVOCATION_COUNTER
+        );
         assert!("1-0:1.8.0".parse::<Obis>().is_err());
         assert!("1-0:1.8.0.256".parse::<Obis>().is_err());
         assert!("1-0:1.8.0.255.1".parse::<Obis>().is_err());

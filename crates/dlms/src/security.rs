@@ -72,9 +72,13 @@ impl fmt::Debug for Keys {
 impl Keys {
     /// The Green Book example keys (EK `00..0F`, AK `D0..DF`): for demos and tests only.
     pub const GREEN_BOOK_EXAMPLE: Keys = Keys {
-        block_cipher_key: [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F],
+        block_cipher_key: [
+            0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D,
+            0x0E, 0x0F,
+        ],
         authentication_key: [
-            0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF,
+            0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD,
+            0xDE, 0xDF,
         ],
     };
 
@@ -92,7 +96,10 @@ fn iv(system_title: &SystemTitle, ic: u32) -> [u8; 12] {
 
 fn check_suite(sc: SecurityControl, ctx: &'static str) -> Result<()> {
     if sc.suite() != 0 || sc.0 & SecurityControl::COMPRESSED != 0 {
-        return Err(Error::new(ErrorKind::Unsupported("security suite other than 0 or compression"), ctx));
+        return Err(Error::new(
+            ErrorKind::Unsupported("security suite other than 0 or compression"),
+            ctx,
+        ));
     }
     Ok(())
 }
@@ -181,10 +188,21 @@ pub fn decrypt(
 
 /// HLS mechanism 5 (Green Book 9.2.7.4): `f(challenge) = SC || IC || GMAC(SC || AK || challenge)`
 /// with the responder's system title and invocation counter in the IV, SC = 0x10.
-pub fn hls_gmac_response(keys: &Keys, system_title: &SystemTitle, ic: u32, challenge: &[u8]) -> Result<Vec<u8>> {
+pub fn hls_gmac_response(
+    keys: &Keys,
+    system_title: &SystemTitle,
+    ic: u32,
+    challenge: &[u8],
+) -> Result<Vec<u8>> {
     let mut aad = Vec::with_capacity(challenge.len());
     aad.extend_from_slice(challenge);
-    let tag = encrypt(keys, SecurityControl::AUTHENTICATION_ONLY, system_title, ic, &aad)?;
+    let tag = encrypt(
+        keys,
+        SecurityControl::AUTHENTICATION_ONLY,
+        system_title,
+        ic,
+        &aad,
+    )?;
     let mut out = Vec::with_capacity(5 + TAG_LEN);
     out.push(SecurityControl::AUTHENTICATED);
     out.extend_from_slice(&ic.to_be_bytes());
@@ -194,10 +212,21 @@ pub fn hls_gmac_response(keys: &Keys, system_title: &SystemTitle, ic: u32, chall
 }
 
 /// Verifies a peer's `f(challenge)`; returns the invocation counter it used (for replay checks).
-pub fn verify_hls_gmac(keys: &Keys, system_title: &SystemTitle, challenge: &[u8], response: &[u8]) -> Result<u32> {
+pub fn verify_hls_gmac(
+    keys: &Keys,
+    system_title: &SystemTitle,
+    challenge: &[u8],
+    response: &[u8],
+) -> Result<u32> {
     const CTX: &str = "hls-gmac response";
     if response.len() != 5 + TAG_LEN {
-        return Err(Error::new(ErrorKind::LengthOutOfRange { length: response.len(), max: 5 + TAG_LEN }, CTX));
+        return Err(Error::new(
+            ErrorKind::LengthOutOfRange {
+                length: response.len(),
+                max: 5 + TAG_LEN,
+            },
+            CTX,
+        ));
     }
     if response[0] != SecurityControl::AUTHENTICATED {
         return Err(Error::tag(response[0], CTX));
@@ -205,7 +234,10 @@ pub fn verify_hls_gmac(keys: &Keys, system_title: &SystemTitle, challenge: &[u8]
     let ic = u32::from_be_bytes([response[1], response[2], response[3], response[4]]);
     let expected = hls_gmac_response(keys, system_title, ic, challenge)?;
     // Compare without an early exit so timing does not reveal how much of the tag matched.
-    let diff = expected.iter().zip(response).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    let diff = expected
+        .iter()
+        .zip(response)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff != 0 {
         return Err(Error::new(ErrorKind::AuthenticationFailed, CTX));
     }
@@ -217,7 +249,11 @@ pub fn lls_password_matches(expected: &[u8], received: &[u8]) -> bool {
     if expected.len() != received.len() {
         return false;
     }
-    expected.iter().zip(received).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    expected
+        .iter()
+        .zip(received)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// The glo-ciphered tag for a plain APDU tag (Green Book 9.5: service-specific global ciphering).
@@ -254,8 +290,16 @@ pub fn protect_apdu(
         }));
     }
     let first = *plain.first().ok_or(Error::truncated(1, "protect apdu"))?;
-    let tag = glo_tag_for(first).ok_or(Error::new(ErrorKind::Unsupported("no glo form for this apdu"), "protect apdu"))?;
-    Ok(Apdu::Glo(GloCiphered { tag, security_control: sc.0, invocation_counter: ic, payload }))
+    let tag = glo_tag_for(first).ok_or(Error::new(
+        ErrorKind::Unsupported("no glo form for this apdu"),
+        "protect apdu",
+    ))?;
+    Ok(Apdu::Glo(GloCiphered {
+        tag,
+        security_control: sc.0,
+        invocation_counter: ic,
+        payload,
+    }))
 }
 
 /// Invocation counters: the sender's own, which must never repeat, and the last one accepted
@@ -281,24 +325,36 @@ pub struct MemoryCounterStore {
 impl MemoryCounterStore {
     /// A store whose first transmitted counter is `first_transmit`.
     pub fn new(first_transmit: u32) -> Self {
-        MemoryCounterStore { next_transmit: first_transmit, received: BTreeMap::new() }
+        MemoryCounterStore {
+            next_transmit: first_transmit,
+            received: BTreeMap::new(),
+        }
     }
 
     /// The state to persist: next transmit counter and the last counter per peer.
     pub fn snapshot(&self) -> (u32, Vec<(SystemTitle, u32)>) {
-        (self.next_transmit, self.received.iter().map(|(k, v)| (*k, *v)).collect())
+        (
+            self.next_transmit,
+            self.received.iter().map(|(k, v)| (*k, *v)).collect(),
+        )
     }
 
     /// Rebuilds a store from a snapshot.
     pub fn restore(next_transmit: u32, received: &[(SystemTitle, u32)]) -> Self {
-        MemoryCounterStore { next_transmit, received: received.iter().copied().collect() }
+        MemoryCounterStore {
+            next_transmit,
+            received: received.iter().copied().collect(),
+        }
     }
 }
 
 impl CounterStore for MemoryCounterStore {
     fn next_transmit(&mut self) -> Result<u32> {
         let ic = self.next_transmit;
-        self.next_transmit = ic.checked_add(1).ok_or(Error::new(ErrorKind::CounterExhausted, "invocation counter"))?;
+        self.next_transmit = ic.checked_add(1).ok_or(Error::new(
+            ErrorKind::CounterExhausted,
+            "invocation counter",
+        ))?;
         Ok(ic)
     }
 
@@ -307,10 +363,16 @@ impl CounterStore for MemoryCounterStore {
     }
 
     fn accept_received(&mut self, peer: &SystemTitle, ic: u32) -> Result<()> {
-        if let Some(&last) = self.received.get(peer) {
-            if ic <= last {
-                return Err(Error::new(ErrorKind::Replay { received: ic, last_accepted: last }, "invocation counter"));
-            }
+        if let Some(&last) = self.received.get(peer)
+            && ic <= last
+        {
+            return Err(Error::new(
+                ErrorKind::Replay {
+                    received: ic,
+                    last_accepted: last,
+                },
+                "invocation counter",
+            ));
         }
         self.received.insert(*peer, ic);
         Ok(())
@@ -336,27 +398,46 @@ mod tests {
         let apdu = protect_apdu(&keys, SecurityControl(0x30), &ST, IC, &hex(PLAIN), false).unwrap();
         assert_eq!(
             apdu.to_vec(),
-            hex("C8 1E 30 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC 7D 82 5C 3B E4 A7 7C 3F CC 05 6B 6B")
+            hex(
+                "C8 1E 30 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC 7D 82 5C 3B E4 A7 7C 3F CC 05 6B 6B"
+            )
         );
         let Apdu::Glo(g) = apdu else { panic!() };
-        assert_eq!(decrypt(&keys, SecurityControl(0x30), &ST, IC, &g.payload).unwrap(), hex(PLAIN));
+        assert_eq!(
+            decrypt(&keys, SecurityControl(0x30), &ST, IC, &g.payload).unwrap(),
+            hex(PLAIN)
+        );
     }
 
     #[test]
     fn green_book_table_40_encryption_only() {
         let keys = Keys::GREEN_BOOK_EXAMPLE;
         let apdu = protect_apdu(&keys, SecurityControl(0x20), &ST, IC, &hex(PLAIN), false).unwrap();
-        assert_eq!(apdu.to_vec(), hex("C8 12 20 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC"));
+        assert_eq!(
+            apdu.to_vec(),
+            hex("C8 12 20 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC")
+        );
         let Apdu::Glo(g) = apdu else { panic!() };
-        assert_eq!(decrypt(&keys, SecurityControl(0x20), &ST, IC, &g.payload).unwrap(), hex(PLAIN));
+        assert_eq!(
+            decrypt(&keys, SecurityControl(0x20), &ST, IC, &g.payload).unwrap(),
+            hex(PLAIN)
+        );
     }
 
     #[test]
     fn green_book_table_40_authentication_only() {
         let keys = Keys::GREEN_BOOK_EXAMPLE;
         let payload = encrypt(&keys, SecurityControl(0x10), &ST, IC, &hex(PLAIN)).unwrap();
-        assert_eq!(payload, hex(&alloc::format!("{PLAIN} 06 72 5D 91 0F 92 21 D2 63 87 75 16")));
-        assert_eq!(decrypt(&keys, SecurityControl(0x10), &ST, IC, &payload).unwrap(), hex(PLAIN));
+        assert_eq!(
+            payload,
+            hex(&alloc::format!(
+                "{PLAIN} 06 72 5D 91 0F 92 21 D2 63 87 75 16"
+            ))
+        );
+        assert_eq!(
+            decrypt(&keys, SecurityControl(0x10), &ST, IC, &payload).unwrap(),
+            hex(PLAIN)
+        );
     }
 
     #[test]
@@ -366,10 +447,19 @@ mod tests {
         let keys = Keys::GREEN_BOOK_EXAMPLE;
         let client: SystemTitle = [0x4D, 0x4D, 0x4D, 0, 0, 0, 0, 1];
         let f_stoc = hls_gmac_response(&keys, &client, 1, b"P6wRJ21F").unwrap();
-        assert_eq!(f_stoc, hex("10 00 00 00 01 1A 52 FE 7D D3 E7 27 48 97 3C 1E 28"));
-        assert_eq!(verify_hls_gmac(&keys, &client, b"P6wRJ21F", &f_stoc).unwrap(), 1);
+        assert_eq!(
+            f_stoc,
+            hex("10 00 00 00 01 1A 52 FE 7D D3 E7 27 48 97 3C 1E 28")
+        );
+        assert_eq!(
+            verify_hls_gmac(&keys, &client, b"P6wRJ21F", &f_stoc).unwrap(),
+            1
+        );
         let f_ctos = hls_gmac_response(&keys, &ST, IC, b"K56iVagY").unwrap();
-        assert_eq!(f_ctos, hex("10 01 23 45 67 FE 14 66 AF B3 DB CD 4F 93 89 E2 B7"));
+        assert_eq!(
+            f_ctos,
+            hex("10 01 23 45 67 FE 14 66 AF B3 DB CD 4F 93 89 E2 B7")
+        );
     }
 
     #[test]
@@ -377,17 +467,41 @@ mod tests {
         let keys = Keys::GREEN_BOOK_EXAMPLE;
         let mut payload = encrypt(&keys, SecurityControl(0x30), &ST, IC, &hex(PLAIN)).unwrap();
         payload[0] ^= 1;
-        assert_eq!(decrypt(&keys, SecurityControl(0x30), &ST, IC, &payload).unwrap_err().kind(), &ErrorKind::AuthenticationFailed);
+        assert_eq!(
+            decrypt(&keys, SecurityControl(0x30), &ST, IC, &payload)
+                .unwrap_err()
+                .kind(),
+            &ErrorKind::AuthenticationFailed
+        );
         let good = encrypt(&keys, SecurityControl(0x30), &ST, IC, &hex(PLAIN)).unwrap();
-        assert!(decrypt(&keys, SecurityControl(0x30), &ST, IC + 1, &good).is_err(), "wrong IV");
+        assert!(
+            decrypt(&keys, SecurityControl(0x30), &ST, IC + 1, &good).is_err(),
+            "wrong IV"
+        );
         let mut other = keys.clone();
         other.authentication_key[0] ^= 1;
-        assert!(decrypt(&other, SecurityControl(0x30), &ST, IC, &good).is_err(), "wrong AK");
-        assert_eq!(decrypt(&keys, SecurityControl(0x30), &ST, IC, &[1, 2]).unwrap_err().needed(), Some(10));
-        assert!(decrypt(&keys, SecurityControl(0x31), &ST, IC, &good).is_err(), "suite 1");
+        assert!(
+            decrypt(&other, SecurityControl(0x30), &ST, IC, &good).is_err(),
+            "wrong AK"
+        );
+        assert_eq!(
+            decrypt(&keys, SecurityControl(0x30), &ST, IC, &[1, 2])
+                .unwrap_err()
+                .needed(),
+            Some(10)
+        );
+        assert!(
+            decrypt(&keys, SecurityControl(0x31), &ST, IC, &good).is_err(),
+            "suite 1"
+        );
         let mut bad = hls_gmac_response(&keys, &ST, IC, b"K56iVagY").unwrap();
         bad[16] ^= 0x80;
-        assert_eq!(verify_hls_gmac(&keys, &ST, b"K56iVagY", &bad).unwrap_err().kind(), &ErrorKind::AuthenticationFailed);
+        assert_eq!(
+            verify_hls_gmac(&keys, &ST, b"K56iVagY", &bad)
+                .unwrap_err()
+                .kind(),
+            &ErrorKind::AuthenticationFailed
+        );
         assert!(verify_hls_gmac(&keys, &ST, b"K56iVagY", &bad[..10]).is_err());
     }
 
@@ -399,16 +513,25 @@ mod tests {
         store.accept_received(&ST, 10).unwrap();
         assert_eq!(
             store.accept_received(&ST, 10).unwrap_err().kind(),
-            &ErrorKind::Replay { received: 10, last_accepted: 10 }
+            &ErrorKind::Replay {
+                received: 10,
+                last_accepted: 10
+            }
         );
         assert!(store.accept_received(&ST, 9).is_err());
         store.accept_received(&ST, 11).unwrap();
         let (tx, rx) = store.snapshot();
         let mut restored = MemoryCounterStore::restore(tx, &rx);
         assert_eq!(restored.next_transmit().unwrap(), 7);
-        assert!(restored.accept_received(&ST, 11).is_err(), "replay after restart");
+        assert!(
+            restored.accept_received(&ST, 11).is_err(),
+            "replay after restart"
+        );
         let mut full = MemoryCounterStore::new(u32::MAX);
-        assert_eq!(full.next_transmit().unwrap_err().kind(), &ErrorKind::CounterExhausted);
+        assert_eq!(
+            full.next_transmit().unwrap_err().kind(),
+            &ErrorKind::CounterExhausted
+        );
     }
 
     #[test]

@@ -10,13 +10,16 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::apdu::{
-    Aare, Aarq, ActionRequest, ActionResponse, ApplicationContext, AssociationResult, AttributeDescriptor,
-    Conformance, ConfirmedServiceError, DataAccessResult, Diagnostic, ExceptionResponse, GetDataResult, GetRequest,
-    GetResponse, InitiateRequest, InitiateResponse, InvokeId, Mechanism, MethodDescriptor, ReleaseReason, Rlre,
-    SelectiveAccess, ServiceError, SetRequest, SetResponse, StateError, UserDiagnostic,
+    Aare, Aarq, ActionRequest, ActionResponse, ApplicationContext, AssociationResult,
+    AttributeDescriptor, ConfirmedServiceError, Conformance, DataAccessResult, Diagnostic,
+    ExceptionResponse, GetDataResult, GetRequest, GetResponse, InitiateRequest, InitiateResponse,
+    InvokeId, Mechanism, MethodDescriptor, ReleaseReason, Rlre, SelectiveAccess, ServiceError,
+    SetRequest, SetResponse, StateError, UserDiagnostic,
 };
 use crate::axdr::{BitString, Data};
-use crate::cosem::{AccessContext, AttributeAccess, ObjectAccess, ObjectInfo, Role, class_id, logical_name};
+use crate::cosem::{
+    AccessContext, AttributeAccess, ObjectAccess, ObjectInfo, Role, class_id, logical_name,
+};
 use crate::error::ErrorKind;
 use crate::security::{self, CounterStore, Keys, SecurityControl, SystemTitle};
 use crate::{Apdu, Obis, wrapper};
@@ -30,7 +33,10 @@ pub enum Authentication {
     Lls { password: Vec<u8> },
     /// High level security with GMAC (mechanism 5) and suite 0 authenticated encryption of
     /// every APDU.
-    HlsGmac { keys: Keys, client_system_title: SystemTitle },
+    HlsGmac {
+        keys: Keys,
+        client_system_title: SystemTitle,
+    },
 }
 
 /// One association the server offers.
@@ -70,16 +76,25 @@ impl ServerConfig {
             max_receive_pdu_size: 1024,
             conformance: Conformance::SERVER_DEFAULT,
             associations: vec![
-                AssociationConfig { client_sap: 16, role: Role::Public, authentication: Authentication::None },
+                AssociationConfig {
+                    client_sap: 16,
+                    role: Role::Public,
+                    authentication: Authentication::None,
+                },
                 AssociationConfig {
                     client_sap: 17,
                     role: Role::Reader,
-                    authentication: Authentication::Lls { password: lls_password.to_vec() },
+                    authentication: Authentication::Lls {
+                        password: lls_password.to_vec(),
+                    },
                 },
                 AssociationConfig {
                     client_sap: 1,
                     role: Role::Management,
-                    authentication: Authentication::HlsGmac { keys, client_system_title: management_client_system_title },
+                    authentication: Authentication::HlsGmac {
+                        keys,
+                        client_system_title: management_client_system_title,
+                    },
                 },
             ],
             max_set_bytes: 16 * 1024,
@@ -134,8 +149,16 @@ struct LongSet {
 enum State {
     Idle,
     /// AARE sent with StoC; only reply_to_HLS_authentication is allowed.
-    AwaitingHls { n: Negotiated, stoc: Vec<u8>, ctos: Vec<u8> },
-    Associated { n: Negotiated, long_get: Option<LongGet>, long_set: Option<LongSet> },
+    AwaitingHls {
+        n: Negotiated,
+        stoc: Vec<u8>,
+        ctos: Vec<u8>,
+    },
+    Associated {
+        n: Negotiated,
+        long_get: Option<LongGet>,
+        long_set: Option<LongSet>,
+    },
 }
 
 /// Counters a test or an operator can read.
@@ -158,7 +181,11 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: ServerConfig) -> Self {
-        Server { config, state: State::Idle, stats: ServerStats::default() }
+        Server {
+            config,
+            state: State::Idle,
+            stats: ServerStats::default(),
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -184,7 +211,11 @@ impl Server {
 
     /// Handles one TCP-wrapper frame; returns the frame to send back, if any. Frames for another
     /// logical device are ignored, as a meter on a shared link would.
-    pub fn handle_wrapper_frame(&mut self, frame: &wrapper::Frame, env: &mut Env<'_>) -> Option<Vec<u8>> {
+    pub fn handle_wrapper_frame(
+        &mut self,
+        frame: &wrapper::Frame,
+        env: &mut Env<'_>,
+    ) -> Option<Vec<u8>> {
         if frame.destination != self.config.logical_device {
             return None;
         }
@@ -193,7 +224,12 @@ impl Server {
     }
 
     /// Handles one APDU from `client_sap`; returns the APDU to send back, if any.
-    pub fn handle_apdu(&mut self, client_sap: u16, input: &[u8], env: &mut Env<'_>) -> Option<Vec<u8>> {
+    pub fn handle_apdu(
+        &mut self,
+        client_sap: u16,
+        input: &[u8],
+        env: &mut Env<'_>,
+    ) -> Option<Vec<u8>> {
         let apdu = match Apdu::parse(input) {
             Ok(a) => a,
             Err(e) => {
@@ -211,12 +247,21 @@ impl Server {
         }
     }
 
-    fn reject(&mut self, context: ApplicationContext, diag: UserDiagnostic, transient: bool) -> Vec<u8> {
+    fn reject(
+        &mut self,
+        context: ApplicationContext,
+        diag: UserDiagnostic,
+        transient: bool,
+    ) -> Vec<u8> {
         self.stats.rejected_associations += 1;
         self.state = State::Idle;
         Apdu::Aare(Aare {
             application_context: context,
-            result: if transient { AssociationResult::RejectedTransient } else { AssociationResult::RejectedPermanent },
+            result: if transient {
+                AssociationResult::RejectedTransient
+            } else {
+                AssociationResult::RejectedPermanent
+            },
             diagnostic: Diagnostic::User(diag),
             responding_ap_title: None,
             mechanism: None,
@@ -229,15 +274,27 @@ impl Server {
     fn associate(&mut self, client_sap: u16, aarq: &Aarq, env: &mut Env<'_>) -> Vec<u8> {
         self.state = State::Idle;
         let ctx = aarq.application_context;
-        let Some(index) = self.config.associations.iter().position(|a| a.client_sap == client_sap) else {
+        let Some(index) = self
+            .config
+            .associations
+            .iter()
+            .position(|a| a.client_sap == client_sap)
+        else {
             return self.reject(ctx, UserDiagnostic::NoReasonGiven, false);
         };
         let assoc = self.config.associations[index].clone();
         let hls = matches!(assoc.authentication, Authentication::HlsGmac { .. });
-        let expected_ctx =
-            if hls { ApplicationContext::LogicalNameCiphering } else { ApplicationContext::LogicalNameNoCiphering };
+        let expected_ctx = if hls {
+            ApplicationContext::LogicalNameCiphering
+        } else {
+            ApplicationContext::LogicalNameNoCiphering
+        };
         if ctx != expected_ctx {
-            return self.reject(ctx, UserDiagnostic::ApplicationContextNameNotSupported, false);
+            return self.reject(
+                ctx,
+                UserDiagnostic::ApplicationContextNameNotSupported,
+                false,
+            );
         }
         // Authentication mechanism.
         let mechanism = aarq.mechanism.unwrap_or(Mechanism::Lowest);
@@ -252,16 +309,29 @@ impl Server {
             }
             (Authentication::HlsGmac { .. }, Mechanism::HighGmac) => {}
             (Authentication::None, _) | (_, Mechanism::Lowest) => {
-                return self.reject(ctx, UserDiagnostic::AuthenticationMechanismNameRequired, false);
+                return self.reject(
+                    ctx,
+                    UserDiagnostic::AuthenticationMechanismNameRequired,
+                    false,
+                );
             }
-            _ => return self.reject(ctx, UserDiagnostic::AuthenticationMechanismNameNotRecognised, false),
+            _ => {
+                return self.reject(
+                    ctx,
+                    UserDiagnostic::AuthenticationMechanismNameNotRecognised,
+                    false,
+                );
+            }
         }
         // User information: the InitiateRequest, ciphered for HLS.
         let Some(user) = aarq.user_information.as_deref() else {
             return self.reject(ctx, UserDiagnostic::NoReasonGiven, false);
         };
         let initiate_bytes = match &assoc.authentication {
-            Authentication::HlsGmac { keys, client_system_title } => {
+            Authentication::HlsGmac {
+                keys,
+                client_system_title,
+            } => {
                 let title = aarq.calling_ap_title.as_deref();
                 if title != Some(&client_system_title[..]) {
                     self.stats.authentication_failures += 1;
@@ -269,7 +339,9 @@ impl Server {
                 }
                 match self.unprotect(user, keys, client_system_title, env) {
                     Ok((plain, _)) => plain,
-                    Err(_) => return self.reject(ctx, UserDiagnostic::AuthenticationFailure, false),
+                    Err(_) => {
+                        return self.reject(ctx, UserDiagnostic::AuthenticationFailure, false);
+                    }
                 }
             }
             _ => user.to_vec(),
@@ -281,7 +353,9 @@ impl Server {
         // Green Book 9.4.2.2.2: version 6, and a PDU size we can answer within.
         let initiate_error = if initiate.proposed_dlms_version < 6 {
             Some(1) // dlms-version-too-low
-        } else if initiate.client_max_receive_pdu_size != 0 && initiate.client_max_receive_pdu_size < MIN_PDU_SIZE {
+        } else if initiate.client_max_receive_pdu_size != 0
+            && initiate.client_max_receive_pdu_size < MIN_PDU_SIZE
+        {
             Some(3) // pdu-size-too-short
         } else if initiate.dedicated_key.is_some() {
             Some(0) // other: dedicated keys are not supported
@@ -290,7 +364,11 @@ impl Server {
         };
         if let Some(code) = initiate_error {
             self.stats.rejected_associations += 1;
-            let err = Apdu::ConfirmedServiceError(ConfirmedServiceError { service: 1, error_kind: 6, error_value: code });
+            let err = Apdu::ConfirmedServiceError(ConfirmedServiceError {
+                service: 1,
+                error_kind: 6,
+                error_value: code,
+            });
             return Apdu::Aare(Aare {
                 application_context: ctx,
                 result: AssociationResult::RejectedPermanent,
@@ -309,8 +387,12 @@ impl Server {
         };
         let n = Negotiated {
             index,
-            max_send: client_max.min(self.config.max_receive_pdu_size).max(MIN_PDU_SIZE) as usize,
-            conformance: initiate.proposed_conformance.intersect(self.config.conformance),
+            max_send: client_max
+                .min(self.config.max_receive_pdu_size)
+                .max(MIN_PDU_SIZE) as usize,
+            conformance: initiate
+                .proposed_conformance
+                .intersect(self.config.conformance),
             ciphered: hls,
             general: false,
         };
@@ -325,14 +407,24 @@ impl Server {
         match &assoc.authentication {
             Authentication::HlsGmac { keys, .. } => {
                 let user_information = match env.counters.next_transmit().and_then(|ic| {
-                    security::protect_apdu(keys, SecurityControl::AUTHENTICATED_ENCRYPTION, &self.config.system_title, ic, &response, false)
+                    security::protect_apdu(
+                        keys,
+                        SecurityControl::AUTHENTICATED_ENCRYPTION,
+                        &self.config.system_title,
+                        ic,
+                        &response,
+                        false,
+                    )
                 }) {
                     Ok(a) => a.to_vec(),
                     Err(_) => return self.reject(ctx, UserDiagnostic::NoReasonGiven, true),
                 };
                 let mut stoc = vec![0u8; CHALLENGE_LEN];
                 (env.random)(&mut stoc);
-                let ctos = aarq.calling_authentication_value.clone().unwrap_or_default();
+                let ctos = aarq
+                    .calling_authentication_value
+                    .clone()
+                    .unwrap_or_default();
                 let aare = Aare {
                     application_context: ctx,
                     result: AssociationResult::Accepted,
@@ -356,7 +448,11 @@ impl Server {
                     responding_authentication_value: None,
                     user_information: Some(response),
                 };
-                self.state = State::Associated { n, long_get: None, long_set: None };
+                self.state = State::Associated {
+                    n,
+                    long_get: None,
+                    long_set: None,
+                };
                 Apdu::Aare(aare).to_vec()
             }
         }
@@ -370,32 +466,46 @@ impl Server {
             State::Associated { n, .. } => Some(n.clone()),
             _ => None,
         };
-        if let (Some(n), Some(user)) = (current, user_information) {
-            if let Authentication::HlsGmac { keys, client_system_title } = &self.config.associations[n.index].authentication {
-                let keys = keys.clone();
-                let title = *client_system_title;
-                if self.unprotect(user, &keys, &title, env).is_ok() {
-                    let response = InitiateResponse {
-                        negotiated_quality_of_service: None,
-                        negotiated_dlms_version: 6,
-                        negotiated_conformance: n.conformance,
-                        server_max_receive_pdu_size: self.config.max_receive_pdu_size,
-                        vaa_name: 7,
-                    }
-                    .to_vec();
-                    reply_user = env
-                        .counters
-                        .next_transmit()
-                        .and_then(|ic| {
-                            security::protect_apdu(&keys, SecurityControl::AUTHENTICATED_ENCRYPTION, &self.config.system_title, ic, &response, false)
-                        })
-                        .ok()
-                        .map(|a| a.to_vec());
+        if let (Some(n), Some(user)) = (current, user_information)
+            && let Authentication::HlsGmac {
+                keys,
+                client_system_title,
+            } = &self.config.associations[n.index].authentication
+        {
+            let keys = keys.clone();
+            let title = *client_system_title;
+            if self.unprotect(user, &keys, &title, env).is_ok() {
+                let response = InitiateResponse {
+                    negotiated_quality_of_service: None,
+                    negotiated_dlms_version: 6,
+                    negotiated_conformance: n.conformance,
+                    server_max_receive_pdu_size: self.config.max_receive_pdu_size,
+                    vaa_name: 7,
                 }
+                .to_vec();
+                reply_user = env
+                    .counters
+                    .next_transmit()
+                    .and_then(|ic| {
+                        security::protect_apdu(
+                            &keys,
+                            SecurityControl::AUTHENTICATED_ENCRYPTION,
+                            &self.config.system_title,
+                            ic,
+                            &response,
+                            false,
+                        )
+                    })
+                    .ok()
+                    .map(|a| a.to_vec());
             }
         }
         self.state = State::Idle;
-        Apdu::Rlre(Rlre { reason: Some(ReleaseReason::Normal), user_information: reply_user }).to_vec()
+        Apdu::Rlre(Rlre {
+            reason: Some(ReleaseReason::Normal),
+            user_information: reply_user,
+        })
+        .to_vec()
     }
 
     /// Decrypts a ciphered APDU from the client and checks its counter; returns the plaintext
@@ -411,50 +521,82 @@ impl Server {
             Apdu::Glo(g) => (g.security_control, g.invocation_counter, g.payload, false),
             Apdu::GeneralGlo(g) => {
                 if g.system_title != client_title[..] {
-                    return Err(crate::Error::new(ErrorKind::AuthenticationFailed, "general-glo system title"));
+                    return Err(crate::Error::new(
+                        ErrorKind::AuthenticationFailed,
+                        "general-glo system title",
+                    ));
                 }
                 (g.security_control, g.invocation_counter, g.payload, true)
             }
-            _ => return Err(crate::Error::new(ErrorKind::State("plain apdu in a ciphered association"), "server")),
+            _ => {
+                return Err(crate::Error::new(
+                    ErrorKind::State("plain apdu in a ciphered association"),
+                    "server",
+                ));
+            }
         };
         // Policy for the management association: authenticated encryption, nothing less.
         if sc != SecurityControl::AUTHENTICATED_ENCRYPTION.0 {
             self.stats.deciphering_errors += 1;
-            return Err(crate::Error::new(ErrorKind::AuthenticationFailed, "security policy"));
+            return Err(crate::Error::new(
+                ErrorKind::AuthenticationFailed,
+                "security policy",
+            ));
         }
-        let plain = security::decrypt(keys, SecurityControl(sc), client_title, ic, &payload).inspect_err(|_| {
-            self.stats.deciphering_errors += 1;
-        })?;
+        let plain = security::decrypt(keys, SecurityControl(sc), client_title, ic, &payload)
+            .inspect_err(|_| {
+                self.stats.deciphering_errors += 1;
+            })?;
         // Only an authentic APDU may advance the counter, else a forger could burn counters.
-        env.counters.accept_received(client_title, ic).inspect_err(|_| {
-            self.stats.replays_rejected += 1;
-        })?;
+        env.counters
+            .accept_received(client_title, ic)
+            .inspect_err(|_| {
+                self.stats.replays_rejected += 1;
+            })?;
         Ok((plain, general))
     }
 
     fn service(&mut self, client_sap: u16, apdu: Apdu, env: &mut Env<'_>) -> Option<Vec<u8>> {
         let n = match &self.state {
-            State::Idle => return Some(exception(StateError::ServiceNotAllowed, ServiceError::OperationNotPossible)),
+            State::Idle => {
+                return Some(exception(
+                    StateError::ServiceNotAllowed,
+                    ServiceError::OperationNotPossible,
+                ));
+            }
             State::AwaitingHls { n, .. } | State::Associated { n, .. } => n.clone(),
         };
         let assoc = self.config.associations[n.index].clone();
         if assoc.client_sap != client_sap {
-            return Some(exception(StateError::ServiceNotAllowed, ServiceError::OperationNotPossible));
+            return Some(exception(
+                StateError::ServiceNotAllowed,
+                ServiceError::OperationNotPossible,
+            ));
         }
         let (plain, general) = if n.ciphered {
-            let Authentication::HlsGmac { keys, client_system_title } = &assoc.authentication else {
+            let Authentication::HlsGmac {
+                keys,
+                client_system_title,
+            } = &assoc.authentication
+            else {
                 return None;
             };
             match self.unprotect(&apdu.to_vec(), keys, client_system_title, env) {
                 Ok((plain, general)) => match Apdu::parse(&plain) {
                     Ok(a) => (a, general),
-                    Err(_) => return Some(exception(StateError::ServiceUnknown, ServiceError::ServiceNotSupported)),
+                    Err(_) => {
+                        return Some(exception(
+                            StateError::ServiceUnknown,
+                            ServiceError::ServiceNotSupported,
+                        ));
+                    }
                 },
                 Err(e) => {
                     let (service_error, ic) = match e.kind() {
-                        ErrorKind::Replay { last_accepted, .. } => {
-                            (ServiceError::InvocationCounterError, Some(last_accepted.saturating_add(1)))
-                        }
+                        ErrorKind::Replay { last_accepted, .. } => (
+                            ServiceError::InvocationCounterError,
+                            Some(last_accepted.saturating_add(1)),
+                        ),
                         _ => (ServiceError::DecipheringError, None),
                     };
                     return Some(
@@ -469,31 +611,61 @@ impl Server {
             }
         } else {
             if matches!(apdu, Apdu::Glo(_) | Apdu::GeneralGlo(_)) {
-                return Some(exception(StateError::ServiceNotAllowed, ServiceError::OperationNotPossible));
+                return Some(exception(
+                    StateError::ServiceNotAllowed,
+                    ServiceError::OperationNotPossible,
+                ));
             }
             (apdu, false)
         };
         if let State::Associated { n, .. } | State::AwaitingHls { n, .. } = &mut self.state {
             n.general = general;
         }
-        let ctx = AccessContext { role: assoc.role, client_sap };
+        let ctx = AccessContext {
+            role: assoc.role,
+            client_sap,
+        };
         let reply = match plain {
-            Apdu::GetRequest(g) if matches!(self.state, State::Associated { .. }) => self.get(&ctx, g, &n, env),
-            Apdu::SetRequest(s) if matches!(self.state, State::Associated { .. }) => self.set(&ctx, s, env),
+            Apdu::GetRequest(g) if matches!(self.state, State::Associated { .. }) => {
+                self.get(&ctx, g, &n, env)
+            }
+            Apdu::SetRequest(s) if matches!(self.state, State::Associated { .. }) => {
+                self.set(&ctx, s, env)
+            }
             Apdu::ActionRequest(a) => self.action(&ctx, a, env),
-            _ => exception(StateError::ServiceNotAllowed, ServiceError::ServiceNotSupported),
+            _ => exception(
+                StateError::ServiceNotAllowed,
+                ServiceError::ServiceNotSupported,
+            ),
         };
         if reply.first() == Some(&crate::apdu::tag::EXCEPTION_RESPONSE) || !n.ciphered {
             return Some(reply);
         }
-        let Authentication::HlsGmac { keys, .. } = &assoc.authentication else { return Some(reply) };
+        let Authentication::HlsGmac { keys, .. } = &assoc.authentication else {
+            return Some(reply);
+        };
         let ic = match env.counters.next_transmit() {
             Ok(ic) => ic,
-            Err(_) => return Some(exception(StateError::ServiceNotAllowed, ServiceError::OperationNotPossible)),
+            Err(_) => {
+                return Some(exception(
+                    StateError::ServiceNotAllowed,
+                    ServiceError::OperationNotPossible,
+                ));
+            }
         };
-        match security::protect_apdu(keys, SecurityControl::AUTHENTICATED_ENCRYPTION, &self.config.system_title, ic, &reply, general) {
+        match security::protect_apdu(
+            keys,
+            SecurityControl::AUTHENTICATED_ENCRYPTION,
+            &self.config.system_title,
+            ic,
+            &reply,
+            general,
+        ) {
             Ok(a) => Some(a.to_vec()),
-            Err(_) => Some(exception(StateError::ServiceNotAllowed, ServiceError::OperationNotPossible)),
+            Err(_) => Some(exception(
+                StateError::ServiceNotAllowed,
+                ServiceError::OperationNotPossible,
+            )),
         }
     }
 
@@ -531,8 +703,10 @@ impl Server {
         v
     }
 
-    fn find<'o>(objects: &'o [ObjectInfo], class: u16, obis: Obis) -> Option<&'o ObjectInfo> {
-        objects.iter().find(|o| o.class_id == class && o.logical_name == obis)
+    fn find(objects: &[ObjectInfo], class: u16, obis: Obis) -> Option<&ObjectInfo> {
+        objects
+            .iter()
+            .find(|o| o.class_id == class && o.logical_name == obis)
     }
 
     fn read_attribute(
@@ -547,25 +721,42 @@ impl Server {
         let Some(info) = Self::find(&objects, a.class_id, a.instance) else {
             return Err(DataAccessResult::ObjectUndefined);
         };
-        if !matches!(info.attribute_access(ctx.role, a.attribute_id), AttributeAccess::Read | AttributeAccess::ReadWrite) {
+        if !matches!(
+            info.attribute_access(ctx.role, a.attribute_id),
+            AttributeAccess::Read | AttributeAccess::ReadWrite
+        ) {
             return Err(DataAccessResult::ReadWriteDenied);
         }
         match (a.class_id, a.instance) {
-            (class_id::ASSOCIATION_LN, Obis::CURRENT_ASSOCIATION) => self.association_attribute(a.attribute_id, ctx, n, &objects),
-            (class_id::SECURITY_SETUP, Obis::SECURITY_SETUP) => self.security_setup_attribute(a.attribute_id),
+            (class_id::ASSOCIATION_LN, Obis::CURRENT_ASSOCIATION) => {
+                self.association_attribute(a.attribute_id, ctx, n, &objects)
+            }
+            (class_id::SECURITY_SETUP, Obis::SECURITY_SETUP) => {
+                self.security_setup_attribute(a.attribute_id)
+            }
             (class_id::DATA, Obis::INVOCATION_COUNTER) => match a.attribute_id {
                 1 => Ok(logical_name(Obis::INVOCATION_COUNTER)),
-                _ => Ok(Data::DoubleLongUnsigned(self.management_title().and_then(|t| env.counters.last_received(&t)).unwrap_or(0))),
+                _ => Ok(Data::DoubleLongUnsigned(
+                    self.management_title()
+                        .and_then(|t| env.counters.last_received(&t))
+                        .unwrap_or(0),
+                )),
             },
             _ => env.objects.get(ctx, a, access),
         }
     }
 
     fn management_title(&self) -> Option<SystemTitle> {
-        self.config.associations.iter().find_map(|a| match &a.authentication {
-            Authentication::HlsGmac { client_system_title, .. } => Some(*client_system_title),
-            _ => None,
-        })
+        self.config
+            .associations
+            .iter()
+            .find_map(|a| match &a.authentication {
+                Authentication::HlsGmac {
+                    client_system_title,
+                    ..
+                } => Some(*client_system_title),
+                _ => None,
+            })
     }
 
     fn security_setup_attribute(&self, id: i8) -> Result<Data, DataAccessResult> {
@@ -574,7 +765,11 @@ impl Server {
             // security_policy (version 0): 3 = all messages authenticated and encrypted.
             2 => Data::Enum(3),
             3 => Data::Enum(0),
-            4 => Data::OctetString(self.management_title().map(|t| t.to_vec()).unwrap_or_default()),
+            4 => Data::OctetString(
+                self.management_title()
+                    .map(|t| t.to_vec())
+                    .unwrap_or_default(),
+            ),
             5 => Data::OctetString(self.config.system_title.to_vec()),
             _ => return Err(DataAccessResult::ObjectUndefined),
         })
@@ -597,14 +792,18 @@ impl Server {
                     .map(|o| object_list_entry(o, ctx.role))
                     .collect(),
             ),
-            3 => Data::Structure(vec![Data::Integer(assoc.client_sap as i8), Data::LongUnsigned(self.config.logical_device)]),
+            3 => Data::Structure(vec![
+                Data::Integer(assoc.client_sap as i8),
+                Data::LongUnsigned(self.config.logical_device),
+            ]),
             4 => {
                 let id = if n.ciphered { 3 } else { 1 };
                 Data::OctetString(vec![0x60, 0x85, 0x74, 0x05, 0x08, 0x01, id])
             }
             5 => Data::Structure(vec![
                 Data::BitString(
-                    BitString::new(24, &n.conformance.0.to_be_bytes()[1..]).map_err(|_| DataAccessResult::OtherReason)?,
+                    BitString::new(24, &n.conformance.0.to_be_bytes()[1..])
+                        .map_err(|_| DataAccessResult::OtherReason)?,
                 ),
                 Data::LongUnsigned(self.config.max_receive_pdu_size),
                 Data::LongUnsigned(n.max_send as u16),
@@ -627,9 +826,19 @@ impl Server {
         })
     }
 
-    fn get(&mut self, ctx: &AccessContext, g: GetRequest, n: &Negotiated, env: &mut Env<'_>) -> Vec<u8> {
+    fn get(
+        &mut self,
+        ctx: &AccessContext,
+        g: GetRequest,
+        n: &Negotiated,
+        env: &mut Env<'_>,
+    ) -> Vec<u8> {
         match g {
-            GetRequest::Normal { invoke_id, attribute, access } => {
+            GetRequest::Normal {
+                invoke_id,
+                attribute,
+                access,
+            } => {
                 if let State::Associated { long_get, .. } = &mut self.state {
                     *long_get = None;
                 }
@@ -643,23 +852,41 @@ impl Server {
                 if bytes.len() <= limit {
                     return bytes;
                 }
-                let Apdu::GetResponse(GetResponse::Normal { result: GetDataResult::Data(d), .. }) = apdu else {
+                let Apdu::GetResponse(GetResponse::Normal {
+                    result: GetDataResult::Data(d),
+                    ..
+                }) = apdu
+                else {
                     return bytes;
                 };
                 if !n.conformance.contains(Conformance::BLOCK_TRANSFER_WITH_GET) {
-                    let r = GetResponse::Normal { invoke_id, result: GetDataResult::Error(DataAccessResult::OtherReason) };
+                    let r = GetResponse::Normal {
+                        invoke_id,
+                        result: GetDataResult::Error(DataAccessResult::OtherReason),
+                    };
                     return Apdu::GetResponse(r).to_vec();
                 }
-                let mut lg = LongGet { invoke_id, data: d.to_vec(), sent_blocks: 0, chunk: n.max_send.saturating_sub(BLOCK_OVERHEAD).max(16) };
+                let mut lg = LongGet {
+                    invoke_id,
+                    data: d.to_vec(),
+                    sent_blocks: 0,
+                    chunk: n.max_send.saturating_sub(BLOCK_OVERHEAD).max(16),
+                };
                 let reply = next_block(&mut lg);
                 if let State::Associated { long_get, .. } = &mut self.state {
                     *long_get = Some(lg);
                 }
                 reply
             }
-            GetRequest::Next { invoke_id, block_number } => {
+            GetRequest::Next {
+                invoke_id,
+                block_number,
+            } => {
                 let State::Associated { long_get, .. } = &mut self.state else {
-                    return exception(StateError::ServiceNotAllowed, ServiceError::OperationNotPossible);
+                    return exception(
+                        StateError::ServiceNotAllowed,
+                        ServiceError::OperationNotPossible,
+                    );
                 };
                 let Some(lg) = long_get.as_mut() else {
                     return Apdu::GetResponse(GetResponse::WithDataBlock {
@@ -691,17 +918,23 @@ impl Server {
             GetRequest::WithList { invoke_id, items } => {
                 let results = items
                     .iter()
-                    .map(|i| match self.read_attribute(ctx, &i.attribute, i.access.as_ref(), n, env) {
-                        Ok(d) => GetDataResult::Data(d),
-                        Err(e) => GetDataResult::Error(e),
+                    .map(|i| {
+                        match self.read_attribute(ctx, &i.attribute, i.access.as_ref(), n, env) {
+                            Ok(d) => GetDataResult::Data(d),
+                            Err(e) => GetDataResult::Error(e),
+                        }
                     })
                     .collect();
-                let bytes = Apdu::GetResponse(GetResponse::WithList { invoke_id, results }).to_vec();
+                let bytes =
+                    Apdu::GetResponse(GetResponse::WithList { invoke_id, results }).to_vec();
                 if bytes.len() <= n.max_send.saturating_sub(if n.ciphered { 32 } else { 0 }) {
                     return bytes;
                 }
                 // Too long for one APDU: ask the client to read the items one by one.
-                let results = items.iter().map(|_| GetDataResult::Error(DataAccessResult::OtherReason)).collect();
+                let results = items
+                    .iter()
+                    .map(|_| GetDataResult::Error(DataAccessResult::OtherReason))
+                    .collect();
                 Apdu::GetResponse(GetResponse::WithList { invoke_id, results }).to_vec()
             }
         }
@@ -719,7 +952,10 @@ impl Server {
         let Some(info) = Self::find(&objects, a.class_id, a.instance) else {
             return DataAccessResult::ObjectUndefined;
         };
-        if !matches!(info.attribute_access(ctx.role, a.attribute_id), AttributeAccess::Write | AttributeAccess::ReadWrite) {
+        if !matches!(
+            info.attribute_access(ctx.role, a.attribute_id),
+            AttributeAccess::Write | AttributeAccess::ReadWrite
+        ) {
             return DataAccessResult::ReadWriteDenied;
         }
         match env.objects.set(ctx, a, access, value) {
@@ -731,34 +967,70 @@ impl Server {
     fn set(&mut self, ctx: &AccessContext, s: SetRequest, env: &mut Env<'_>) -> Vec<u8> {
         let max_set = self.config.max_set_bytes;
         match s {
-            SetRequest::Normal { invoke_id, attribute, access, value } => {
+            SetRequest::Normal {
+                invoke_id,
+                attribute,
+                access,
+                value,
+            } => {
                 let result = self.write_attribute(ctx, &attribute, access.as_ref(), &value, env);
                 Apdu::SetResponse(SetResponse::Normal { invoke_id, result }).to_vec()
             }
-            SetRequest::WithList { invoke_id, items, values } => {
+            SetRequest::WithList {
+                invoke_id,
+                items,
+                values,
+            } => {
                 let results = items
                     .iter()
                     .zip(&values)
-                    .map(|(i, v)| self.write_attribute(ctx, &i.attribute, i.access.as_ref(), v, env))
+                    .map(|(i, v)| {
+                        self.write_attribute(ctx, &i.attribute, i.access.as_ref(), v, env)
+                    })
                     .collect();
                 Apdu::SetResponse(SetResponse::WithList { invoke_id, results }).to_vec()
             }
-            SetRequest::WithFirstDataBlock { invoke_id, attribute, access, block } => {
+            SetRequest::WithFirstDataBlock {
+                invoke_id,
+                attribute,
+                access,
+                block,
+            } => {
                 if block.block_number != 1 {
-                    return set_block_error(invoke_id, block.block_number, DataAccessResult::DataBlockNumberInvalid);
+                    return set_block_error(
+                        invoke_id,
+                        block.block_number,
+                        DataAccessResult::DataBlockNumberInvalid,
+                    );
                 }
-                let ls = LongSet { attribute, access, data: block.raw, last_block: 1 };
+                let ls = LongSet {
+                    attribute,
+                    access,
+                    data: block.raw,
+                    last_block: 1,
+                };
                 self.continue_set(ctx, invoke_id, ls, block.last_block, max_set, env)
             }
             SetRequest::WithDataBlock { invoke_id, block } => {
                 let State::Associated { long_set, .. } = &mut self.state else {
-                    return exception(StateError::ServiceNotAllowed, ServiceError::OperationNotPossible);
+                    return exception(
+                        StateError::ServiceNotAllowed,
+                        ServiceError::OperationNotPossible,
+                    );
                 };
                 let Some(mut ls) = long_set.take() else {
-                    return set_block_error(invoke_id, block.block_number, DataAccessResult::NoLongSetInProgress);
+                    return set_block_error(
+                        invoke_id,
+                        block.block_number,
+                        DataAccessResult::NoLongSetInProgress,
+                    );
                 };
                 if block.block_number != ls.last_block + 1 {
-                    return set_block_error(invoke_id, block.block_number, DataAccessResult::DataBlockNumberInvalid);
+                    return set_block_error(
+                        invoke_id,
+                        block.block_number,
+                        DataAccessResult::DataBlockNumberInvalid,
+                    );
                 }
                 ls.data.extend_from_slice(&block.raw);
                 ls.last_block = block.block_number;
@@ -784,24 +1056,48 @@ impl Server {
             if let State::Associated { long_set, .. } = &mut self.state {
                 *long_set = Some(ls);
             }
-            return Apdu::SetResponse(SetResponse::DataBlock { invoke_id, block_number: n }).to_vec();
+            return Apdu::SetResponse(SetResponse::DataBlock {
+                invoke_id,
+                block_number: n,
+            })
+            .to_vec();
         }
         let result = match Data::parse(&ls.data) {
             Ok(value) => self.write_attribute(ctx, &ls.attribute, ls.access.as_ref(), &value, env),
             Err(_) => DataAccessResult::TypeUnmatched,
         };
-        Apdu::SetResponse(SetResponse::LastDataBlock { invoke_id, result, block_number: ls.last_block }).to_vec()
+        Apdu::SetResponse(SetResponse::LastDataBlock {
+            invoke_id,
+            result,
+            block_number: ls.last_block,
+        })
+        .to_vec()
     }
 
     fn action(&mut self, ctx: &AccessContext, a: ActionRequest, env: &mut Env<'_>) -> Vec<u8> {
-        let ActionRequest::Normal { invoke_id, method, parameters } = a;
+        let ActionRequest::Normal {
+            invoke_id,
+            method,
+            parameters,
+        } = a;
         let respond = |result: DataAccessResult, rv: Option<GetDataResult>| {
-            Apdu::ActionResponse(ActionResponse::Normal { invoke_id, result, return_value: rv }).to_vec()
+            Apdu::ActionResponse(ActionResponse::Normal {
+                invoke_id,
+                result,
+                return_value: rv,
+            })
+            .to_vec()
         };
         // Pass 3 of HLS: reply_to_HLS_authentication on the current association.
-        if method.class_id == class_id::ASSOCIATION_LN && method.instance == Obis::CURRENT_ASSOCIATION && method.method_id == 1 {
+        if method.class_id == class_id::ASSOCIATION_LN
+            && method.instance == Obis::CURRENT_ASSOCIATION
+            && method.method_id == 1
+        {
             return match self.hls_pass3(&method, parameters.as_ref(), env) {
-                Ok(f_ctos) => respond(DataAccessResult::Success, Some(GetDataResult::Data(Data::OctetString(f_ctos)))),
+                Ok(f_ctos) => respond(
+                    DataAccessResult::Success,
+                    Some(GetDataResult::Data(Data::OctetString(f_ctos))),
+                ),
                 Err(r) => respond(r, None),
             };
         }
@@ -821,15 +1117,26 @@ impl Server {
         }
     }
 
-    fn hls_pass3(&mut self, _m: &MethodDescriptor, params: Option<&Data>, env: &mut Env<'_>) -> Result<Vec<u8>, DataAccessResult> {
+    fn hls_pass3(
+        &mut self,
+        _m: &MethodDescriptor,
+        params: Option<&Data>,
+        env: &mut Env<'_>,
+    ) -> Result<Vec<u8>, DataAccessResult> {
         let State::AwaitingHls { n, stoc, ctos } = &self.state else {
             return Err(DataAccessResult::ReadWriteDenied);
         };
         let n = n.clone();
-        let Authentication::HlsGmac { keys, client_system_title } = &self.config.associations[n.index].authentication else {
+        let Authentication::HlsGmac {
+            keys,
+            client_system_title,
+        } = &self.config.associations[n.index].authentication
+        else {
             return Err(DataAccessResult::ReadWriteDenied);
         };
-        let response = params.and_then(Data::as_bytes).ok_or(DataAccessResult::TypeUnmatched)?;
+        let response = params
+            .and_then(Data::as_bytes)
+            .ok_or(DataAccessResult::TypeUnmatched)?;
         // The counter inside f(StoC) is not replay-checked: StoC is fresh for this association,
         // so an old f(StoC) cannot match it.
         if security::verify_hls_gmac(keys, client_system_title, stoc, response).is_err() {
@@ -837,20 +1144,38 @@ impl Server {
             self.state = State::Idle;
             return Err(DataAccessResult::OtherReason);
         }
-        let ic = env.counters.next_transmit().map_err(|_| DataAccessResult::OtherReason)?;
-        let f_ctos = security::hls_gmac_response(keys, &self.config.system_title, ic, ctos).map_err(|_| DataAccessResult::OtherReason)?;
+        let ic = env
+            .counters
+            .next_transmit()
+            .map_err(|_| DataAccessResult::OtherReason)?;
+        let f_ctos = security::hls_gmac_response(keys, &self.config.system_title, ic, ctos)
+            .map_err(|_| DataAccessResult::OtherReason)?;
         self.stats.associations += 1;
-        self.state = State::Associated { n, long_get: None, long_set: None };
+        self.state = State::Associated {
+            n,
+            long_get: None,
+            long_set: None,
+        };
         Ok(f_ctos)
     }
 }
 
 fn exception(state_error: StateError, service_error: ServiceError) -> Vec<u8> {
-    Apdu::ExceptionResponse(ExceptionResponse { state_error, service_error, invocation_counter: None }).to_vec()
+    Apdu::ExceptionResponse(ExceptionResponse {
+        state_error,
+        service_error,
+        invocation_counter: None,
+    })
+    .to_vec()
 }
 
 fn set_block_error(invoke_id: InvokeId, block_number: u32, result: DataAccessResult) -> Vec<u8> {
-    Apdu::SetResponse(SetResponse::LastDataBlock { invoke_id, result, block_number }).to_vec()
+    Apdu::SetResponse(SetResponse::LastDataBlock {
+        invoke_id,
+        result,
+        block_number,
+    })
+    .to_vec()
 }
 
 fn next_block(lg: &mut LongGet) -> Vec<u8> {
@@ -869,10 +1194,21 @@ fn next_block(lg: &mut LongGet) -> Vec<u8> {
 /// One entry of the association's object_list (Blue Book 4.4.4, version 1 access rights).
 fn object_list_entry(o: &ObjectInfo, role: Role) -> Data {
     let attributes = (1..=o.attribute_count as i8)
-        .map(|id| Data::Structure(vec![Data::Integer(id), Data::Enum(o.attribute_access(role, id) as u8), Data::Null]))
+        .map(|id| {
+            Data::Structure(vec![
+                Data::Integer(id),
+                Data::Enum(o.attribute_access(role, id) as u8),
+                Data::Null,
+            ])
+        })
         .collect();
     let methods = (1..=o.method_count as i8)
-        .map(|id| Data::Structure(vec![Data::Integer(id), Data::Enum(o.method_access(role, id) as u8)]))
+        .map(|id| {
+            Data::Structure(vec![
+                Data::Integer(id),
+                Data::Enum(o.method_access(role, id) as u8),
+            ])
+        })
         .collect();
     Data::Structure(vec![
         Data::LongUnsigned(o.class_id),

@@ -82,9 +82,18 @@ impl Repr {
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr> {
         packet.check_len()?;
         if packet.version() != VERSION {
-            return Err(Error::new(ErrorKind::InvalidTag { tag: packet.version() as u8 }, "wrapper version"));
+            return Err(Error::new(
+                ErrorKind::InvalidTag {
+                    tag: packet.version() as u8,
+                },
+                "wrapper version",
+            ));
         }
-        Ok(Repr { source: packet.source(), destination: packet.destination(), payload_len: packet.length() })
+        Ok(Repr {
+            source: packet.source(),
+            destination: packet.destination(),
+            payload_len: packet.length(),
+        })
     }
 
     /// Header plus payload.
@@ -104,9 +113,19 @@ impl Repr {
 /// Builds a complete frame around `apdu`.
 pub fn frame(source: u16, destination: u16, apdu: &[u8]) -> Result<Vec<u8>> {
     let payload_len = u16::try_from(apdu.len()).map_err(|_| {
-        Error::new(ErrorKind::LengthOutOfRange { length: apdu.len(), max: u16::MAX as usize }, "wrapper payload")
+        Error::new(
+            ErrorKind::LengthOutOfRange {
+                length: apdu.len(),
+                max: u16::MAX as usize,
+            },
+            "wrapper payload",
+        )
     })?;
-    let repr = Repr { source, destination, payload_len };
+    let repr = Repr {
+        source,
+        destination,
+        payload_len,
+    };
     let mut out = Vec::with_capacity(repr.buffer_len());
     repr.emit(&mut out);
     out.extend_from_slice(apdu);
@@ -131,7 +150,10 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder that refuses payloads above `max_payload` bytes before buffering them.
     pub fn new(max_payload: usize) -> Self {
-        StreamDecoder { buf: Vec::new(), max_payload }
+        StreamDecoder {
+            buf: Vec::new(),
+            max_payload,
+        }
     }
 
     /// Appends received bytes.
@@ -147,16 +169,31 @@ impl StreamDecoder {
         }
         let p = Packet::new_unchecked(&self.buf[..]);
         if p.version() != VERSION {
-            return Err(Error::new(ErrorKind::InvalidTag { tag: p.version() as u8 }, "wrapper version"));
+            return Err(Error::new(
+                ErrorKind::InvalidTag {
+                    tag: p.version() as u8,
+                },
+                "wrapper version",
+            ));
         }
         let len = p.length() as usize;
         if len > self.max_payload {
-            return Err(Error::new(ErrorKind::LengthOutOfRange { length: len, max: self.max_payload }, "wrapper payload"));
+            return Err(Error::new(
+                ErrorKind::LengthOutOfRange {
+                    length: len,
+                    max: self.max_payload,
+                },
+                "wrapper payload",
+            ));
         }
         if self.buf.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let frame = Frame { source: p.source(), destination: p.destination(), apdu: p.payload().to_vec() };
+        let frame = Frame {
+            source: p.source(),
+            destination: p.destination(),
+            apdu: p.payload().to_vec(),
+        };
         self.buf.drain(..HEADER_LEN + len);
         Ok(Some(frame))
     }
@@ -164,7 +201,11 @@ impl StreamDecoder {
     /// Bytes still needed for the frame being received (0 if one is complete or none started).
     pub fn needed(&self) -> usize {
         if self.buf.len() < HEADER_LEN {
-            return if self.buf.is_empty() { 0 } else { HEADER_LEN - self.buf.len() };
+            return if self.buf.is_empty() {
+                0
+            } else {
+                HEADER_LEN - self.buf.len()
+            };
         }
         let len = Packet::new_unchecked(&self.buf[..]).length() as usize;
         (HEADER_LEN + len).saturating_sub(self.buf.len())
@@ -184,15 +225,32 @@ mod tests {
         let b = hex(FRAME);
         let p = Packet::new_checked(&b[..]).unwrap();
         let r = Repr::parse(&p).unwrap();
-        assert_eq!(r, Repr { source: 16, destination: 1, payload_len: 13 });
+        assert_eq!(
+            r,
+            Repr {
+                source: 16,
+                destination: 1,
+                payload_len: 13
+            }
+        );
         assert_eq!(p.payload()[0], 0xC0);
         assert_eq!(frame(16, 1, p.payload()).unwrap(), b);
     }
 
     #[test]
     fn impossible_lengths_are_errors() {
-        assert_eq!(Packet::new_checked(&hex("00 01 00")[..]).unwrap_err().needed(), Some(5));
-        assert_eq!(Packet::new_checked(&hex("00 01 00 10 00 01 00 0D C0")[..]).unwrap_err().needed(), Some(12));
+        assert_eq!(
+            Packet::new_checked(&hex("00 01 00")[..])
+                .unwrap_err()
+                .needed(),
+            Some(5)
+        );
+        assert_eq!(
+            Packet::new_checked(&hex("00 01 00 10 00 01 00 0D C0")[..])
+                .unwrap_err()
+                .needed(),
+            Some(12)
+        );
         let bad = hex("00 02 00 10 00 01 00 00");
         assert!(Repr::parse(&Packet::new_unchecked(&bad[..])).is_err());
         assert!(frame(1, 1, &[0u8; 70_000]).is_err());
@@ -221,9 +279,18 @@ mod tests {
     fn oversized_and_wrong_version_streams_are_refused() {
         let mut d = StreamDecoder::new(16);
         d.push(&hex("00 01 00 10 00 01 FF FF"));
-        assert!(matches!(d.next_frame().unwrap_err().kind(), ErrorKind::LengthOutOfRange { length: 0xFFFF, max: 16 }));
+        assert!(matches!(
+            d.next_frame().unwrap_err().kind(),
+            ErrorKind::LengthOutOfRange {
+                length: 0xFFFF,
+                max: 16
+            }
+        ));
         let mut d = StreamDecoder::new(16);
         d.push(&hex("47 45 54 20 2F 20 48 54"));
-        assert!(d.next_frame().is_err(), "an HTTP request is not a wrapper frame");
+        assert!(
+            d.next_frame().is_err(),
+            "an HTTP request is not a wrapper frame"
+        );
     }
 }

@@ -3,7 +3,9 @@
 
 use alloc::vec::Vec;
 
-use super::codes::{ApplicationContext, AssociationResult, Mechanism, ReleaseReason, UserDiagnostic};
+use super::codes::{
+    ApplicationContext, AssociationResult, Mechanism, ReleaseReason, UserDiagnostic,
+};
 use crate::cursor::{Reader, put_length};
 use crate::error::{Error, Result};
 
@@ -113,8 +115,16 @@ impl InitiateRequest {
         } else {
             None
         };
-        let response_allowed = if r.bool(Self::CTX)? { r.bool(Self::CTX)? } else { true };
-        let proposed_quality_of_service = if r.bool(Self::CTX)? { Some(r.u8(Self::CTX)?) } else { None };
+        let response_allowed = if r.bool(Self::CTX)? {
+            r.bool(Self::CTX)?
+        } else {
+            true
+        };
+        let proposed_quality_of_service = if r.bool(Self::CTX)? {
+            Some(r.u8(Self::CTX)?)
+        } else {
+            None
+        };
         let proposed_dlms_version = r.u8(Self::CTX)?;
         let proposed_conformance = Conformance::read(&mut r)?;
         let client_max_receive_pdu_size = r.u16(Self::CTX)?;
@@ -180,7 +190,11 @@ impl InitiateResponse {
         if t != tag::INITIATE_RESPONSE {
             return Err(Error::tag(t, Self::CTX));
         }
-        let negotiated_quality_of_service = if r.bool(Self::CTX)? { Some(r.u8(Self::CTX)?) } else { None };
+        let negotiated_quality_of_service = if r.bool(Self::CTX)? {
+            Some(r.u8(Self::CTX)?)
+        } else {
+            None
+        };
         let negotiated_dlms_version = r.u8(Self::CTX)?;
         let negotiated_conformance = Conformance::read(&mut r)?;
         let server_max_receive_pdu_size = r.u16(Self::CTX)?;
@@ -278,7 +292,10 @@ fn read_tlvs<'a>(body: &'a [u8], ctx: &'static str) -> Result<Vec<Tlv<'a>>> {
     while !r.is_empty() {
         let tag = r.u8(ctx)?;
         let n = r.bounded_length(ctx)?;
-        out.push(Tlv { tag, value: r.take(n, ctx)? });
+        out.push(Tlv {
+            tag,
+            value: r.take(n, ctx)?,
+        });
     }
     Ok(out)
 }
@@ -322,7 +339,15 @@ fn read_oid(value: &[u8], arc: u8, ctx: &'static str) -> Result<u8> {
 }
 
 fn oid(arc: u8, id: u8) -> [u8; 7] {
-    [DLMS_UA_OID[0], DLMS_UA_OID[1], DLMS_UA_OID[2], DLMS_UA_OID[3], DLMS_UA_OID[4], arc, id]
+    [
+        DLMS_UA_OID[0],
+        DLMS_UA_OID[1],
+        DLMS_UA_OID[2],
+        DLMS_UA_OID[3],
+        DLMS_UA_OID[4],
+        arc,
+        id,
+    ]
 }
 
 fn explicit_oid(arc: u8, id: u8) -> Vec<u8> {
@@ -395,16 +420,25 @@ impl Aarq {
         for tlv in read_tlvs(body, Self::CTX)? {
             match tlv.tag {
                 0xA1 => {
-                    out.application_context = read_oid(tlv.value, 1, "aarq application-context-name")?.into();
+                    out.application_context =
+                        read_oid(tlv.value, 1, "aarq application-context-name")?.into();
                     have_context = true;
                 }
-                0xA6 => out.calling_ap_title = Some(read_octet_string(tlv.value, "aarq calling-ap-title")?),
+                0xA6 => {
+                    out.calling_ap_title =
+                        Some(read_octet_string(tlv.value, "aarq calling-ap-title")?)
+                }
                 0x8B => out.mechanism = Some(read_oid(tlv.value, 2, "aarq mechanism-name")?.into()),
                 0xAC => {
-                    out.calling_authentication_value =
-                        Some(read_auth_value(tlv.value, "aarq calling-authentication-value")?)
+                    out.calling_authentication_value = Some(read_auth_value(
+                        tlv.value,
+                        "aarq calling-authentication-value",
+                    )?)
                 }
-                0xBE => out.user_information = Some(read_octet_string(tlv.value, "aarq user-information")?),
+                0xBE => {
+                    out.user_information =
+                        Some(read_octet_string(tlv.value, "aarq user-information")?)
+                }
                 // protocol-version, called/calling AE and invocation ids, acse-requirements and
                 // implementation-information carry nothing DLMS needs.
                 0x80 | 0xA2..=0xA5 | 0xA7..=0xA9 | 0x8A | 0xBD => {}
@@ -412,14 +446,21 @@ impl Aarq {
             }
         }
         if !have_context {
-            return Err(Error::malformed("missing application-context-name", Self::CTX));
+            return Err(Error::malformed(
+                "missing application-context-name",
+                Self::CTX,
+            ));
         }
         Ok(out)
     }
 
     pub fn emit(&self, out: &mut Vec<u8>) {
         let mut body = Vec::new();
-        put_tlv(&mut body, 0xA1, &explicit_oid(1, self.application_context.into()));
+        put_tlv(
+            &mut body,
+            0xA1,
+            &explicit_oid(1, self.application_context.into()),
+        );
         if let Some(t) = &self.calling_ap_title {
             put_tlv(&mut body, 0xA6, &octet_string(t));
         }
@@ -455,7 +496,8 @@ impl Aare {
         for tlv in read_tlvs(body, Self::CTX)? {
             match tlv.tag {
                 0xA1 => {
-                    out.application_context = read_oid(tlv.value, 1, "aare application-context-name")?.into();
+                    out.application_context =
+                        read_oid(tlv.value, 1, "aare application-context-name")?.into();
                     have_context = true;
                 }
                 0xA2 => {
@@ -464,35 +506,56 @@ impl Aare {
                 }
                 0xA3 => {
                     out.diagnostic = match tlv.value {
-                        [0xA1, 0x03, rest @ ..] => {
-                            Diagnostic::User(read_small_integer(rest, "aare result-source-diagnostic")?.into())
+                        [0xA1, 0x03, rest @ ..] => Diagnostic::User(
+                            read_small_integer(rest, "aare result-source-diagnostic")?.into(),
+                        ),
+                        [0xA2, 0x03, rest @ ..] => Diagnostic::Provider(read_small_integer(
+                            rest,
+                            "aare result-source-diagnostic",
+                        )?),
+                        _ => {
+                            return Err(Error::malformed(
+                                "bad result-source-diagnostic",
+                                Self::CTX,
+                            ));
                         }
-                        [0xA2, 0x03, rest @ ..] => {
-                            Diagnostic::Provider(read_small_integer(rest, "aare result-source-diagnostic")?)
-                        }
-                        _ => return Err(Error::malformed("bad result-source-diagnostic", Self::CTX)),
                     }
                 }
-                0xA4 => out.responding_ap_title = Some(read_octet_string(tlv.value, "aare responding-ap-title")?),
+                0xA4 => {
+                    out.responding_ap_title =
+                        Some(read_octet_string(tlv.value, "aare responding-ap-title")?)
+                }
                 0x89 => out.mechanism = Some(read_oid(tlv.value, 2, "aare mechanism-name")?.into()),
                 0xAA => {
-                    out.responding_authentication_value =
-                        Some(read_auth_value(tlv.value, "aare responding-authentication-value")?)
+                    out.responding_authentication_value = Some(read_auth_value(
+                        tlv.value,
+                        "aare responding-authentication-value",
+                    )?)
                 }
-                0xBE => out.user_information = Some(read_octet_string(tlv.value, "aare user-information")?),
+                0xBE => {
+                    out.user_information =
+                        Some(read_octet_string(tlv.value, "aare user-information")?)
+                }
                 0x80 | 0xA5..=0xA7 | 0x88 | 0xBD => {}
                 other => return Err(Error::tag(other, Self::CTX)),
             }
         }
         if !have_context || !have_result {
-            return Err(Error::malformed("missing application-context-name or result", Self::CTX));
+            return Err(Error::malformed(
+                "missing application-context-name or result",
+                Self::CTX,
+            ));
         }
         Ok(out)
     }
 
     pub fn emit(&self, out: &mut Vec<u8>) {
         let mut body = Vec::new();
-        put_tlv(&mut body, 0xA1, &explicit_oid(1, self.application_context.into()));
+        put_tlv(
+            &mut body,
+            0xA1,
+            &explicit_oid(1, self.application_context.into()),
+        );
         put_tlv(&mut body, 0xA2, &[0x02, 0x01, self.result.into()]);
         let diag = match self.diagnostic {
             Diagnostic::User(d) => [0xA1, 0x03, 0x02, 0x01, d.into()],
@@ -516,7 +579,11 @@ impl Aare {
     }
 }
 
-fn parse_release(buf: &[u8], want: u8, ctx: &'static str) -> Result<(Option<ReleaseReason>, Option<Vec<u8>>)> {
+fn parse_release(
+    buf: &[u8],
+    want: u8,
+    ctx: &'static str,
+) -> Result<(Option<ReleaseReason>, Option<Vec<u8>>)> {
     let body = outer(buf, want, ctx)?;
     let (mut reason, mut user) = (None, None);
     for tlv in read_tlvs(body, ctx)? {
@@ -546,7 +613,10 @@ fn emit_release(out: &mut Vec<u8>, t: u8, reason: Option<ReleaseReason>, user: &
 impl Rlrq {
     pub fn parse(buf: &[u8]) -> Result<Self> {
         let (reason, user_information) = parse_release(buf, tag::RLRQ, "rlrq")?;
-        Ok(Rlrq { reason, user_information })
+        Ok(Rlrq {
+            reason,
+            user_information,
+        })
     }
 
     pub fn emit(&self, out: &mut Vec<u8>) {
@@ -557,7 +627,10 @@ impl Rlrq {
 impl Rlre {
     pub fn parse(buf: &[u8]) -> Result<Self> {
         let (reason, user_information) = parse_release(buf, tag::RLRE, "rlre")?;
-        Ok(Rlre { reason, user_information })
+        Ok(Rlre {
+            reason,
+            user_information,
+        })
     }
 
     pub fn emit(&self, out: &mut Vec<u8>) {
@@ -582,13 +655,22 @@ mod tests {
     fn aarq_lls_byte_exact() {
         let bytes = hex(AARQ_LLS);
         let aarq = Aarq::parse(&bytes).unwrap();
-        assert_eq!(aarq.application_context, ApplicationContext::LogicalNameNoCiphering);
+        assert_eq!(
+            aarq.application_context,
+            ApplicationContext::LogicalNameNoCiphering
+        );
         assert_eq!(aarq.mechanism, Some(Mechanism::Low));
-        assert_eq!(aarq.calling_authentication_value.as_deref(), Some(&b"ABCDEFGH"[..]));
+        assert_eq!(
+            aarq.calling_authentication_value.as_deref(),
+            Some(&b"ABCDEFGH"[..])
+        );
         let init = InitiateRequest::parse(aarq.user_information.as_ref().unwrap()).unwrap();
         assert_eq!(init.client_max_receive_pdu_size, 0x04B0);
         assert!(init.proposed_conformance.contains(Conformance::GET));
-        assert!(init.proposed_conformance.contains(Conformance::BLOCK_TRANSFER_WITH_GET));
+        assert!(
+            init.proposed_conformance
+                .contains(Conformance::BLOCK_TRANSFER_WITH_GET)
+        );
         let mut out = Vec::new();
         aarq.emit(&mut out);
         assert_eq!(out, bytes);
@@ -611,10 +693,14 @@ mod tests {
     #[test]
     fn aare_rejected_without_user_information_is_accepted() {
         // Several meters reject with only context, result and diagnostic (issue 8, item 5).
-        let bytes = hex("61 17 A1 09 06 07 60 85 74 05 08 01 01 A2 03 02 01 01 A3 05 A1 03 02 01 0D");
+        let bytes =
+            hex("61 17 A1 09 06 07 60 85 74 05 08 01 01 A2 03 02 01 01 A3 05 A1 03 02 01 0D");
         let aare = Aare::parse(&bytes).unwrap();
         assert_eq!(aare.result, AssociationResult::RejectedPermanent);
-        assert_eq!(aare.diagnostic, Diagnostic::User(UserDiagnostic::AuthenticationFailure));
+        assert_eq!(
+            aare.diagnostic,
+            Diagnostic::User(UserDiagnostic::AuthenticationFailure)
+        );
         assert_eq!(aare.user_information, None);
     }
 
@@ -639,7 +725,10 @@ mod tests {
     fn release_byte_exact() {
         let rlrq = Rlrq::parse(&hex("62 03 80 01 00")).unwrap();
         assert_eq!(rlrq.reason, Some(ReleaseReason::Normal));
-        let rlre = Rlre { reason: Some(ReleaseReason::Normal), user_information: None };
+        let rlre = Rlre {
+            reason: Some(ReleaseReason::Normal),
+            user_information: None,
+        };
         let mut out = Vec::new();
         rlre.emit(&mut out);
         assert_eq!(out, hex("63 03 80 01 00"));
@@ -648,9 +737,15 @@ mod tests {
 
     #[test]
     fn impossible_lengths_are_rejected() {
-        assert_eq!(Aarq::parse(&hex("60 40 A1 09")).unwrap_err().needed(), Some(62));
+        assert_eq!(
+            Aarq::parse(&hex("60 40 A1 09")).unwrap_err().needed(),
+            Some(62)
+        );
         assert!(Aarq::parse(&hex("60 04 A1 09 06 07")).is_err());
-        assert!(Aarq::parse(&hex("60 00")).is_err(), "no application context");
+        assert!(
+            Aarq::parse(&hex("60 00")).is_err(),
+            "no application context"
+        );
         assert!(Aare::parse(&hex("61 05 A2 03 02 01 00")).is_err());
         assert!(InitiateRequest::parse(&hex("01 00 00 00 06 5F 1F 04 00 00 7E")).is_err());
         assert!(Rlrq::parse(&hex("62 03 80 02 00")).is_err());

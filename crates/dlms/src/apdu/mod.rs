@@ -6,10 +6,12 @@ pub(crate) mod codes;
 
 use alloc::vec::Vec;
 
-pub use acse::{Aare, Aarq, Conformance, Diagnostic, InitiateRequest, InitiateResponse, Rlre, Rlrq};
+pub use acse::{
+    Aare, Aarq, Conformance, Diagnostic, InitiateRequest, InitiateResponse, Rlre, Rlrq,
+};
 pub use codes::{
-    ApplicationContext, AssociationResult, DataAccessResult, Mechanism, ReleaseReason, ServiceError, StateError,
-    UserDiagnostic,
+    ApplicationContext, AssociationResult, DataAccessResult, Mechanism, ReleaseReason,
+    ServiceError, StateError, UserDiagnostic,
 };
 
 use crate::axdr::Data;
@@ -100,15 +102,28 @@ pub struct DataBlock {
 /// GET-Request variants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GetRequest {
-    Normal { invoke_id: InvokeId, attribute: AttributeDescriptor, access: Option<SelectiveAccess> },
-    Next { invoke_id: InvokeId, block_number: u32 },
-    WithList { invoke_id: InvokeId, items: Vec<AttributeWithSelection> },
+    Normal {
+        invoke_id: InvokeId,
+        attribute: AttributeDescriptor,
+        access: Option<SelectiveAccess>,
+    },
+    Next {
+        invoke_id: InvokeId,
+        block_number: u32,
+    },
+    WithList {
+        invoke_id: InvokeId,
+        items: Vec<AttributeWithSelection>,
+    },
 }
 
 /// GET-Response variants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GetResponse {
-    Normal { invoke_id: InvokeId, result: GetDataResult },
+    Normal {
+        invoke_id: InvokeId,
+        result: GetDataResult,
+    },
     /// One block of a long response; `raw` is `Ok(bytes)` or the data-access-result that ended it.
     WithDataBlock {
         invoke_id: InvokeId,
@@ -116,42 +131,78 @@ pub enum GetResponse {
         block_number: u32,
         raw: core::result::Result<Vec<u8>, DataAccessResult>,
     },
-    WithList { invoke_id: InvokeId, results: Vec<GetDataResult> },
+    WithList {
+        invoke_id: InvokeId,
+        results: Vec<GetDataResult>,
+    },
 }
 
 /// SET-Request variants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SetRequest {
-    Normal { invoke_id: InvokeId, attribute: AttributeDescriptor, access: Option<SelectiveAccess>, value: Data },
+    Normal {
+        invoke_id: InvokeId,
+        attribute: AttributeDescriptor,
+        access: Option<SelectiveAccess>,
+        value: Data,
+    },
     WithFirstDataBlock {
         invoke_id: InvokeId,
         attribute: AttributeDescriptor,
         access: Option<SelectiveAccess>,
         block: DataBlock,
     },
-    WithDataBlock { invoke_id: InvokeId, block: DataBlock },
-    WithList { invoke_id: InvokeId, items: Vec<AttributeWithSelection>, values: Vec<Data> },
+    WithDataBlock {
+        invoke_id: InvokeId,
+        block: DataBlock,
+    },
+    WithList {
+        invoke_id: InvokeId,
+        items: Vec<AttributeWithSelection>,
+        values: Vec<Data>,
+    },
 }
 
 /// SET-Response variants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SetResponse {
-    Normal { invoke_id: InvokeId, result: DataAccessResult },
-    DataBlock { invoke_id: InvokeId, block_number: u32 },
-    LastDataBlock { invoke_id: InvokeId, result: DataAccessResult, block_number: u32 },
-    WithList { invoke_id: InvokeId, results: Vec<DataAccessResult> },
+    Normal {
+        invoke_id: InvokeId,
+        result: DataAccessResult,
+    },
+    DataBlock {
+        invoke_id: InvokeId,
+        block_number: u32,
+    },
+    LastDataBlock {
+        invoke_id: InvokeId,
+        result: DataAccessResult,
+        block_number: u32,
+    },
+    WithList {
+        invoke_id: InvokeId,
+        results: Vec<DataAccessResult>,
+    },
 }
 
 /// ACTION-Request (normal).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionRequest {
-    Normal { invoke_id: InvokeId, method: MethodDescriptor, parameters: Option<Data> },
+    Normal {
+        invoke_id: InvokeId,
+        method: MethodDescriptor,
+        parameters: Option<Data>,
+    },
 }
 
 /// ACTION-Response (normal): result and optional return value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionResponse {
-    Normal { invoke_id: InvokeId, result: DataAccessResult, return_value: Option<GetDataResult> },
+    Normal {
+        invoke_id: InvokeId,
+        result: DataAccessResult,
+        return_value: Option<GetDataResult>,
+    },
 }
 
 /// Exception-response (Green Book 9.5).
@@ -237,7 +288,10 @@ fn read_access(r: &mut Reader<'_>) -> Result<Option<SelectiveAccess>> {
     if !r.bool(CTX)? {
         return Ok(None);
     }
-    Ok(Some(SelectiveAccess { selector: r.u8(CTX)?, parameters: Data::read(r, 1)? }))
+    Ok(Some(SelectiveAccess {
+        selector: r.u8(CTX)?,
+        parameters: Data::read(r, 1)?,
+    }))
 }
 
 fn emit_access(out: &mut Vec<u8>, a: &Option<SelectiveAccess>) {
@@ -278,7 +332,11 @@ fn read_block(r: &mut Reader<'_>) -> Result<DataBlock> {
     let last_block = r.bool(CTX)?;
     let block_number = r.u32(CTX)?;
     let n = r.bounded_length(CTX)?;
-    Ok(DataBlock { last_block, block_number, raw: r.take(n, CTX)?.to_vec() })
+    Ok(DataBlock {
+        last_block,
+        block_number,
+        raw: r.take(n, CTX)?.to_vec(),
+    })
 }
 
 fn emit_block(out: &mut Vec<u8>, b: &DataBlock) {
@@ -303,7 +361,12 @@ impl Apdu {
     pub fn parse(buf: &[u8]) -> Result<Apdu> {
         let (apdu, used) = Apdu::parse_prefix(buf)?;
         if used != buf.len() {
-            return Err(Error::new(ErrorKind::TrailingBytes { count: buf.len() - used }, "apdu"));
+            return Err(Error::new(
+                ErrorKind::TrailingBytes {
+                    count: buf.len() - used,
+                },
+                "apdu",
+            ));
         }
         Ok(apdu)
     }
@@ -353,11 +416,22 @@ impl Apdu {
                             instance: Obis(r.array(CTX)?),
                             method_id: r.u8(CTX)? as i8,
                         };
-                        let parameters = if r.bool(CTX)? { Some(Data::read(&mut r, 0)?) } else { None };
-                        Apdu::ActionRequest(ActionRequest::Normal { invoke_id, method, parameters })
+                        let parameters = if r.bool(CTX)? {
+                            Some(Data::read(&mut r, 0)?)
+                        } else {
+                            None
+                        };
+                        Apdu::ActionRequest(ActionRequest::Normal {
+                            invoke_id,
+                            method,
+                            parameters,
+                        })
                     }
                     t if (2..=6).contains(&t) => {
-                        return Err(Error::new(ErrorKind::Unsupported("action-request other than normal"), CTX));
+                        return Err(Error::new(
+                            ErrorKind::Unsupported("action-request other than normal"),
+                            CTX,
+                        ));
                     }
                     t => return Err(Error::tag(t, CTX)),
                 }
@@ -369,8 +443,16 @@ impl Apdu {
                     1 => {
                         let invoke_id = InvokeId(r.u8(CTX)?);
                         let result = r.u8(CTX)?.into();
-                        let return_value = if r.bool(CTX)? { Some(read_get_data_result(&mut r)?) } else { None };
-                        Apdu::ActionResponse(ActionResponse::Normal { invoke_id, result, return_value })
+                        let return_value = if r.bool(CTX)? {
+                            Some(read_get_data_result(&mut r)?)
+                        } else {
+                            None
+                        };
+                        Apdu::ActionResponse(ActionResponse::Normal {
+                            invoke_id,
+                            result,
+                            return_value,
+                        })
                     }
                     t => return Err(Error::tag(t, CTX)),
                 }
@@ -381,12 +463,18 @@ impl Apdu {
                 let state_error: StateError = r.u8(CTX)?.into();
                 let service_error: ServiceError = r.u8(CTX)?.into();
                 // Only newer servers append the expected counter; accept both forms.
-                let invocation_counter = if service_error == ServiceError::InvocationCounterError && r.remaining() >= 4 {
+                let invocation_counter = if service_error == ServiceError::InvocationCounterError
+                    && r.remaining() >= 4
+                {
                     Some(r.u32(CTX)?)
                 } else {
                     None
                 };
-                Apdu::ExceptionResponse(ExceptionResponse { state_error, service_error, invocation_counter })
+                Apdu::ExceptionResponse(ExceptionResponse {
+                    state_error,
+                    service_error,
+                    invocation_counter,
+                })
             }
             tag::CONFIRMED_SERVICE_ERROR => {
                 r.u8("apdu")?;
@@ -402,12 +490,23 @@ impl Apdu {
                 const CTX: &str = "glo-ciphered apdu";
                 let n = r.bounded_length(CTX)?;
                 if n < 5 {
-                    return Err(Error::new(ErrorKind::LengthOutOfRange { length: n, max: usize::MAX }, CTX));
+                    return Err(Error::new(
+                        ErrorKind::LengthOutOfRange {
+                            length: n,
+                            max: usize::MAX,
+                        },
+                        CTX,
+                    ));
                 }
                 let security_control = r.u8(CTX)?;
                 let invocation_counter = r.u32(CTX)?;
                 let payload = r.take(n - 5, CTX)?.to_vec();
-                Apdu::Glo(GloCiphered { tag: t, security_control, invocation_counter, payload })
+                Apdu::Glo(GloCiphered {
+                    tag: t,
+                    security_control,
+                    invocation_counter,
+                    payload,
+                })
             }
             tag::GENERAL_GLO_CIPHERING => {
                 r.u8("apdu")?;
@@ -416,12 +515,23 @@ impl Apdu {
                 let system_title = r.take(n, CTX)?.to_vec();
                 let n = r.bounded_length(CTX)?;
                 if n < 5 {
-                    return Err(Error::new(ErrorKind::LengthOutOfRange { length: n, max: usize::MAX }, CTX));
+                    return Err(Error::new(
+                        ErrorKind::LengthOutOfRange {
+                            length: n,
+                            max: usize::MAX,
+                        },
+                        CTX,
+                    ));
                 }
                 let security_control = r.u8(CTX)?;
                 let invocation_counter = r.u32(CTX)?;
                 let payload = r.take(n - 5, CTX)?.to_vec();
-                Apdu::GeneralGlo(GeneralGloCiphering { system_title, security_control, invocation_counter, payload })
+                Apdu::GeneralGlo(GeneralGloCiphering {
+                    system_title,
+                    security_control,
+                    invocation_counter,
+                    payload,
+                })
             }
             other => return Err(Error::tag(other, "apdu")),
         };
@@ -433,13 +543,23 @@ impl Apdu {
         let kind = r.u8(CTX)?;
         let invoke_id = InvokeId(r.u8(CTX)?);
         Ok(match kind {
-            1 => GetRequest::Normal { invoke_id, attribute: read_attribute(r)?, access: read_access(r)? },
-            2 => GetRequest::Next { invoke_id, block_number: r.u32(CTX)? },
+            1 => GetRequest::Normal {
+                invoke_id,
+                attribute: read_attribute(r)?,
+                access: read_access(r)?,
+            },
+            2 => GetRequest::Next {
+                invoke_id,
+                block_number: r.u32(CTX)?,
+            },
             3 => {
                 let n = read_count(r, 10, CTX)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(AttributeWithSelection { attribute: read_attribute(r)?, access: read_access(r)? });
+                    items.push(AttributeWithSelection {
+                        attribute: read_attribute(r)?,
+                        access: read_access(r)?,
+                    });
                 }
                 GetRequest::WithList { invoke_id, items }
             }
@@ -452,7 +572,10 @@ impl Apdu {
         let kind = r.u8(CTX)?;
         let invoke_id = InvokeId(r.u8(CTX)?);
         Ok(match kind {
-            1 => GetResponse::Normal { invoke_id, result: read_get_data_result(r)? },
+            1 => GetResponse::Normal {
+                invoke_id,
+                result: read_get_data_result(r)?,
+            },
             2 => {
                 let last_block = r.bool(CTX)?;
                 let block_number = r.u32(CTX)?;
@@ -464,7 +587,12 @@ impl Apdu {
                     1 => Err(r.u8(CTX)?.into()),
                     t => return Err(Error::tag(t, CTX)),
                 };
-                GetResponse::WithDataBlock { invoke_id, last_block, block_number, raw }
+                GetResponse::WithDataBlock {
+                    invoke_id,
+                    last_block,
+                    block_number,
+                    raw,
+                }
             }
             3 => {
                 let n = read_count(r, 2, CTX)?;
@@ -495,22 +623,35 @@ impl Apdu {
                 access: read_access(r)?,
                 block: read_block(r)?,
             },
-            3 => SetRequest::WithDataBlock { invoke_id, block: read_block(r)? },
+            3 => SetRequest::WithDataBlock {
+                invoke_id,
+                block: read_block(r)?,
+            },
             4 => {
                 let n = read_count(r, 10, CTX)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(AttributeWithSelection { attribute: read_attribute(r)?, access: read_access(r)? });
+                    items.push(AttributeWithSelection {
+                        attribute: read_attribute(r)?,
+                        access: read_access(r)?,
+                    });
                 }
                 let m = read_count(r, 1, CTX)?;
                 if m != n {
-                    return Err(Error::malformed("value count differs from attribute count", CTX));
+                    return Err(Error::malformed(
+                        "value count differs from attribute count",
+                        CTX,
+                    ));
                 }
                 let mut values = Vec::with_capacity(m);
                 for _ in 0..m {
                     values.push(Data::read(r, 0)?);
                 }
-                SetRequest::WithList { invoke_id, items, values }
+                SetRequest::WithList {
+                    invoke_id,
+                    items,
+                    values,
+                }
             }
             t => return Err(Error::tag(t, CTX)),
         })
@@ -521,9 +662,19 @@ impl Apdu {
         let kind = r.u8(CTX)?;
         let invoke_id = InvokeId(r.u8(CTX)?);
         Ok(match kind {
-            1 => SetResponse::Normal { invoke_id, result: r.u8(CTX)?.into() },
-            2 => SetResponse::DataBlock { invoke_id, block_number: r.u32(CTX)? },
-            3 => SetResponse::LastDataBlock { invoke_id, result: r.u8(CTX)?.into(), block_number: r.u32(CTX)? },
+            1 => SetResponse::Normal {
+                invoke_id,
+                result: r.u8(CTX)?.into(),
+            },
+            2 => SetResponse::DataBlock {
+                invoke_id,
+                block_number: r.u32(CTX)?,
+            },
+            3 => SetResponse::LastDataBlock {
+                invoke_id,
+                result: r.u8(CTX)?.into(),
+                block_number: r.u32(CTX)?,
+            },
             5 => {
                 let n = read_count(r, 1, CTX)?;
                 let mut results = Vec::with_capacity(n);
@@ -546,12 +697,19 @@ impl Apdu {
             Apdu::GetRequest(g) => {
                 out.push(tag::GET_REQUEST);
                 match g {
-                    GetRequest::Normal { invoke_id, attribute, access } => {
+                    GetRequest::Normal {
+                        invoke_id,
+                        attribute,
+                        access,
+                    } => {
                         out.extend_from_slice(&[1, invoke_id.0]);
                         emit_attribute(out, attribute);
                         emit_access(out, access);
                     }
-                    GetRequest::Next { invoke_id, block_number } => {
+                    GetRequest::Next {
+                        invoke_id,
+                        block_number,
+                    } => {
                         out.extend_from_slice(&[2, invoke_id.0]);
                         out.extend_from_slice(&block_number.to_be_bytes());
                     }
@@ -572,7 +730,12 @@ impl Apdu {
                         out.extend_from_slice(&[1, invoke_id.0]);
                         emit_get_data_result(out, result);
                     }
-                    GetResponse::WithDataBlock { invoke_id, last_block, block_number, raw } => {
+                    GetResponse::WithDataBlock {
+                        invoke_id,
+                        last_block,
+                        block_number,
+                        raw,
+                    } => {
                         out.extend_from_slice(&[2, invoke_id.0, *last_block as u8]);
                         out.extend_from_slice(&block_number.to_be_bytes());
                         match raw {
@@ -596,13 +759,23 @@ impl Apdu {
             Apdu::SetRequest(s) => {
                 out.push(tag::SET_REQUEST);
                 match s {
-                    SetRequest::Normal { invoke_id, attribute, access, value } => {
+                    SetRequest::Normal {
+                        invoke_id,
+                        attribute,
+                        access,
+                        value,
+                    } => {
                         out.extend_from_slice(&[1, invoke_id.0]);
                         emit_attribute(out, attribute);
                         emit_access(out, access);
                         value.emit(out);
                     }
-                    SetRequest::WithFirstDataBlock { invoke_id, attribute, access, block } => {
+                    SetRequest::WithFirstDataBlock {
+                        invoke_id,
+                        attribute,
+                        access,
+                        block,
+                    } => {
                         out.extend_from_slice(&[2, invoke_id.0]);
                         emit_attribute(out, attribute);
                         emit_access(out, access);
@@ -612,7 +785,11 @@ impl Apdu {
                         out.extend_from_slice(&[3, invoke_id.0]);
                         emit_block(out, block);
                     }
-                    SetRequest::WithList { invoke_id, items, values } => {
+                    SetRequest::WithList {
+                        invoke_id,
+                        items,
+                        values,
+                    } => {
                         out.extend_from_slice(&[4, invoke_id.0]);
                         put_length(out, items.len());
                         for i in items {
@@ -632,11 +809,18 @@ impl Apdu {
                     SetResponse::Normal { invoke_id, result } => {
                         out.extend_from_slice(&[1, invoke_id.0, (*result).into()])
                     }
-                    SetResponse::DataBlock { invoke_id, block_number } => {
+                    SetResponse::DataBlock {
+                        invoke_id,
+                        block_number,
+                    } => {
                         out.extend_from_slice(&[2, invoke_id.0]);
                         out.extend_from_slice(&block_number.to_be_bytes());
                     }
-                    SetResponse::LastDataBlock { invoke_id, result, block_number } => {
+                    SetResponse::LastDataBlock {
+                        invoke_id,
+                        result,
+                        block_number,
+                    } => {
                         out.extend_from_slice(&[3, invoke_id.0, (*result).into()]);
                         out.extend_from_slice(&block_number.to_be_bytes());
                     }
@@ -647,7 +831,11 @@ impl Apdu {
                     }
                 }
             }
-            Apdu::ActionRequest(ActionRequest::Normal { invoke_id, method, parameters }) => {
+            Apdu::ActionRequest(ActionRequest::Normal {
+                invoke_id,
+                method,
+                parameters,
+            }) => {
                 out.extend_from_slice(&[tag::ACTION_REQUEST, 1, invoke_id.0]);
                 out.extend_from_slice(&method.class_id.to_be_bytes());
                 out.extend_from_slice(&method.instance.0);
@@ -660,7 +848,11 @@ impl Apdu {
                     None => out.push(0),
                 }
             }
-            Apdu::ActionResponse(ActionResponse::Normal { invoke_id, result, return_value }) => {
+            Apdu::ActionResponse(ActionResponse::Normal {
+                invoke_id,
+                result,
+                return_value,
+            }) => {
                 out.extend_from_slice(&[tag::ACTION_RESPONSE, 1, invoke_id.0, (*result).into()]);
                 match return_value {
                     Some(g) => {
@@ -671,14 +863,21 @@ impl Apdu {
                 }
             }
             Apdu::ExceptionResponse(e) => {
-                out.extend_from_slice(&[tag::EXCEPTION_RESPONSE, e.state_error.into(), e.service_error.into()]);
+                out.extend_from_slice(&[
+                    tag::EXCEPTION_RESPONSE,
+                    e.state_error.into(),
+                    e.service_error.into(),
+                ]);
                 if let Some(ic) = e.invocation_counter {
                     out.extend_from_slice(&ic.to_be_bytes());
                 }
             }
-            Apdu::ConfirmedServiceError(c) => {
-                out.extend_from_slice(&[tag::CONFIRMED_SERVICE_ERROR, c.service, c.error_kind, c.error_value])
-            }
+            Apdu::ConfirmedServiceError(c) => out.extend_from_slice(&[
+                tag::CONFIRMED_SERVICE_ERROR,
+                c.service,
+                c.error_kind,
+                c.error_value,
+            ]),
             Apdu::Glo(g) => {
                 out.push(g.tag);
                 put_length(out, 5 + g.payload.len());
@@ -725,8 +924,11 @@ mod tests {
         apdu
     }
 
-    const CLOCK_TIME: AttributeDescriptor =
-        AttributeDescriptor { class_id: 8, instance: Obis::CLOCK, attribute_id: 2 };
+    const CLOCK_TIME: AttributeDescriptor = AttributeDescriptor {
+        class_id: 8,
+        instance: Obis::CLOCK,
+        attribute_id: 2,
+    };
 
     #[test]
     fn get_request_normal_green_book() {
@@ -734,7 +936,11 @@ mod tests {
         let apdu = round_trip("C0 01 00 00 08 00 00 01 00 00 FF 02 00");
         assert_eq!(
             apdu,
-            Apdu::GetRequest(GetRequest::Normal { invoke_id: InvokeId(0), attribute: CLOCK_TIME, access: None })
+            Apdu::GetRequest(GetRequest::Normal {
+                invoke_id: InvokeId(0),
+                attribute: CLOCK_TIME,
+                access: None
+            })
         );
     }
 
@@ -744,7 +950,12 @@ mod tests {
         let apdu = round_trip(
             "C0 01 C1 00 07 01 00 63 01 00 FF 02 01 02 02 04 06 00 00 00 01 06 00 00 00 0A 12 00 01 12 00 00",
         );
-        let Apdu::GetRequest(GetRequest::Normal { access: Some(a), .. }) = apdu else { panic!() };
+        let Apdu::GetRequest(GetRequest::Normal {
+            access: Some(a), ..
+        }) = apdu
+        else {
+            panic!()
+        };
         assert_eq!(a.selector, 2);
     }
 
@@ -772,7 +983,9 @@ mod tests {
 
     #[test]
     fn set_requests_and_responses() {
-        round_trip("C1 01 C1 00 08 00 00 01 00 00 FF 02 00 09 0C 07 E7 0B 0E 02 17 0D 14 00 FF C4 00");
+        round_trip(
+            "C1 01 C1 00 08 00 00 01 00 00 FF 02 00 09 0C 07 E7 0B 0E 02 17 0D 14 00 FF C4 00",
+        );
         round_trip("C1 02 C1 00 01 00 00 2A 00 00 FF 02 00 00 00 00 00 01 03 09 01 41");
         round_trip("C1 03 C1 01 00 00 00 02 02 42 43");
         round_trip("C1 04 C1 01 00 01 00 00 2A 00 00 FF 02 00 01 11 05");
@@ -786,7 +999,9 @@ mod tests {
     fn action_request_and_response() {
         // remote_disconnect (class 70, method 1) with parameter integer 0, as Gurux sends it.
         let apdu = round_trip("C3 01 C1 00 46 00 00 60 03 0A FF 01 01 0F 00");
-        assert!(matches!(apdu, Apdu::ActionRequest(ActionRequest::Normal { method, .. }) if method.class_id == 70));
+        assert!(
+            matches!(apdu, Apdu::ActionRequest(ActionRequest::Normal { method, .. }) if method.class_id == 70)
+        );
         round_trip("C7 01 C1 00 00");
         round_trip("C7 01 C1 00 01 00 09 04 01 02 03 04");
         round_trip("C7 01 C1 03 00");
@@ -812,10 +1027,22 @@ mod tests {
     #[test]
     fn ciphered_apdus_green_book_table_40() {
         // glo-get-request, authenticated encryption (Green Book ed. 7, Table 40).
-        let apdu = round_trip("C8 1E 30 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC 7D 82 5C 3B E4 A7 7C 3F CC 05 6B 6B");
+        let apdu = round_trip(
+            "C8 1E 30 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC 7D 82 5C 3B E4 A7 7C 3F CC 05 6B 6B",
+        );
         let Apdu::Glo(g) = apdu else { panic!() };
-        assert_eq!((g.tag, g.security_control, g.invocation_counter, g.payload.len()), (0xC8, 0x30, 0x0123_4567, 25));
-        round_trip("DB 08 4D 4D 4D 00 00 BC 61 4E 12 20 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC");
+        assert_eq!(
+            (
+                g.tag,
+                g.security_control,
+                g.invocation_counter,
+                g.payload.len()
+            ),
+            (0xC8, 0x30, 0x0123_4567, 25)
+        );
+        round_trip(
+            "DB 08 4D 4D 4D 00 00 BC 61 4E 12 20 01 23 45 67 41 13 12 FF 93 5A 47 56 68 27 C4 67 BC",
+        );
     }
 
     #[test]
@@ -834,14 +1061,28 @@ mod tests {
     #[test]
     fn impossible_inputs_are_errors_not_panics() {
         for bad in [
-            "", "C0", "C0 01", "C0 01 C1 00 08", "C0 09 C1", "C4 02 C1 00 00 00 00 01 00 85 FF FF FF FF",
-            "C0 03 C1 84 7F FF FF FF", "C8 03 30 00 00", "C8 10 30", "DB 08 4D", "DB 00 04 30 00 00 00",
-            "C3 02 C1", "C5 04 C1", "FF", "60 84 FF FF FF FF",
+            "",
+            "C0",
+            "C0 01",
+            "C0 01 C1 00 08",
+            "C0 09 C1",
+            "C4 02 C1 00 00 00 00 01 00 85 FF FF FF FF",
+            "C0 03 C1 84 7F FF FF FF",
+            "C8 03 30 00 00",
+            "C8 10 30",
+            "DB 08 4D",
+            "DB 00 04 30 00 00 00",
+            "C3 02 C1",
+            "C5 04 C1",
+            "FF",
+            "60 84 FF FF FF FF",
         ] {
             assert!(Apdu::parse(&hex(bad)).is_err(), "{bad}");
         }
         assert_eq!(
-            Apdu::parse(&hex("C4 01 C1 00 11 05 00")).unwrap_err().kind(),
+            Apdu::parse(&hex("C4 01 C1 00 11 05 00"))
+                .unwrap_err()
+                .kind(),
             &ErrorKind::TrailingBytes { count: 1 }
         );
         let (apdu, used) = Apdu::parse_prefix(&hex("C4 01 C1 00 11 05 00")).unwrap();

@@ -77,7 +77,10 @@ impl ScalerUnit {
 
     pub fn from_data(d: &Data) -> Option<ScalerUnit> {
         match d.as_list()? {
-            [Data::Integer(s), Data::Enum(u)] => Some(ScalerUnit { scaler: *s, unit: *u }),
+            [Data::Integer(s), Data::Enum(u)] => Some(ScalerUnit {
+                scaler: *s,
+                unit: *u,
+            }),
             _ => None,
         }
     }
@@ -229,8 +232,14 @@ pub fn limiter_attribute(
         9 => Data::Array(Vec::new()),
         10 => Data::Boolean(false),
         11 => Data::Structure(vec![
-            Data::Structure(vec![logical_name(Obis::new(0, 0, 10, 0, 106, 255)), Data::LongUnsigned(1)]),
-            Data::Structure(vec![logical_name(Obis::new(0, 0, 10, 0, 106, 255)), Data::LongUnsigned(2)]),
+            Data::Structure(vec![
+                logical_name(Obis::new(0, 0, 10, 0, 106, 255)),
+                Data::LongUnsigned(1),
+            ]),
+            Data::Structure(vec![
+                logical_name(Obis::new(0, 0, 10, 0, 106, 255)),
+                Data::LongUnsigned(2),
+            ]),
         ]),
         _ => return Err(DataAccessResult::ObjectUndefined),
     })
@@ -245,10 +254,16 @@ mod tests {
         let r = Register {
             logical_name: Obis::new(1, 0, 1, 8, 0, 255),
             value: Data::DoubleLongUnsigned(1234),
-            scaler_unit: ScalerUnit { scaler: 0, unit: Unit::WattHour as u8 },
+            scaler_unit: ScalerUnit {
+                scaler: 0,
+                unit: Unit::WattHour as u8,
+            },
         };
         assert_eq!(r.get(1).unwrap().to_vec(), [0x09, 6, 1, 0, 1, 8, 0, 255]);
-        assert_eq!(r.get(3).unwrap().to_vec(), [0x02, 0x02, 0x0F, 0x00, 0x16, 30]);
+        assert_eq!(
+            r.get(3).unwrap().to_vec(),
+            [0x02, 0x02, 0x0F, 0x00, 0x16, 30]
+        );
         assert_eq!(r.get(4), Err(DataAccessResult::ObjectUndefined));
         let su = ScalerUnit::from_data(&r.get(3).unwrap()).unwrap();
         assert_eq!(ScalerUnit { scaler: -2, ..su }.apply(12345.0), 123.45);
@@ -269,14 +284,23 @@ mod tests {
         let d = c.get(2).unwrap();
         assert!(matches!(&d, Data::OctetString(b) if b.len() == 12));
         assert_eq!(ClockAttributes::time_from_data(&d), Some(t));
-        assert_eq!(ClockAttributes::time_from_data(&Data::OctetString(alloc::vec![1, 2])), None);
+        assert_eq!(
+            ClockAttributes::time_from_data(&Data::OctetString(alloc::vec![1, 2])),
+            None
+        );
     }
 
     #[test]
     fn disconnect_control_reports_output_state() {
         let o = Obis::new(0, 0, 96, 3, 10, 255);
-        assert_eq!(disconnect_control_attribute(o, 2, ControlState::Connected, 1), Ok(Data::Boolean(true)));
-        assert_eq!(disconnect_control_attribute(o, 3, ControlState::ReadyForReconnection, 1), Ok(Data::Enum(2)));
+        assert_eq!(
+            disconnect_control_attribute(o, 2, ControlState::Connected, 1),
+            Ok(Data::Boolean(true))
+        );
+        assert_eq!(
+            disconnect_control_attribute(o, 3, ControlState::ReadyForReconnection, 1),
+            Ok(Data::Enum(2))
+        );
         assert!(disconnect_control_attribute(o, 5, ControlState::Connected, 1).is_err());
     }
 }

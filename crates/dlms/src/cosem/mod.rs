@@ -7,8 +7,8 @@ mod profile;
 use alloc::vec::Vec;
 
 pub use classes::{
-    ClockAttributes, ControlState, Register, ScalerUnit, Unit, class_id, disconnect_control_attribute,
-    limiter_attribute, logical_name,
+    ClockAttributes, ControlState, Register, ScalerUnit, Unit, class_id,
+    disconnect_control_attribute, limiter_attribute, logical_name,
 };
 pub use profile::{CaptureObject, ProfileGeneric, decode_buffer};
 

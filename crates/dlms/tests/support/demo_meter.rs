@@ -6,10 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dlms::apdu::{AttributeDescriptor, DataAccessResult, MethodDescriptor, SelectiveAccess};
 use dlms::cosem::{
-    CaptureObject, ClockAttributes, ControlState, ProfileGeneric, Register, ScalerUnit, Unit, class_id,
-    disconnect_control_attribute, limiter_attribute, logical_name,
+    CaptureObject, ClockAttributes, ControlState, ProfileGeneric, Register, ScalerUnit, Unit,
+    class_id, disconnect_control_attribute, limiter_attribute, logical_name,
 };
-use dlms::{AccessContext, Data, DateTime, DeviationConvention, Obis, ObjectAccess, ObjectInfo, Role};
+use dlms::{
+    AccessContext, Data, DateTime, DeviationConvention, Obis, ObjectAccess, ObjectInfo, Role,
+};
 
 pub const ACTIVE_IMPORT: Obis = Obis::new(1, 0, 1, 8, 0, 255);
 pub const ACTIVE_EXPORT: Obis = Obis::new(1, 0, 2, 8, 0, 255);
@@ -21,7 +23,10 @@ pub const LIMITER: Obis = Obis::new(0, 0, 17, 0, 0, 255);
 pub const CAPTURE_PERIOD_S: u32 = 900;
 
 pub fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Relay operations invoked through COSEM, in order, with the client SAP that invoked them.
@@ -50,9 +55,24 @@ impl DemoMeter {
     /// A meter that has run for a day at `load_w`, its profile filled with one row per quarter.
     pub fn new(now: i64, load_w: f64) -> Self {
         let capture_objects = vec![
-            CaptureObject { class_id: class_id::CLOCK, logical_name: Obis::CLOCK, attribute_id: 2, data_index: 0 },
-            CaptureObject { class_id: class_id::REGISTER, logical_name: ACTIVE_IMPORT, attribute_id: 2, data_index: 0 },
-            CaptureObject { class_id: class_id::REGISTER, logical_name: ACTIVE_EXPORT, attribute_id: 2, data_index: 0 },
+            CaptureObject {
+                class_id: class_id::CLOCK,
+                logical_name: Obis::CLOCK,
+                attribute_id: 2,
+                data_index: 0,
+            },
+            CaptureObject {
+                class_id: class_id::REGISTER,
+                logical_name: ACTIVE_IMPORT,
+                attribute_id: 2,
+                data_index: 0,
+            },
+            CaptureObject {
+                class_id: class_id::REGISTER,
+                logical_name: ACTIVE_EXPORT,
+                attribute_id: 2,
+                data_index: 0,
+            },
         ];
         let mut profile = ProfileGeneric {
             logical_name: LOAD_PROFILE,
@@ -105,27 +125,64 @@ impl DemoMeter {
     }
 
     fn register(&self, obis: Obis) -> Option<Register> {
-        let wh = ScalerUnit { scaler: 0, unit: Unit::WattHour as u8 };
+        let wh = ScalerUnit {
+            scaler: 0,
+            unit: Unit::WattHour as u8,
+        };
         Some(match obis {
-            ACTIVE_IMPORT => Register { logical_name: obis, value: Data::DoubleLongUnsigned(self.import_wh as u32), scaler_unit: wh },
-            ACTIVE_EXPORT => Register { logical_name: obis, value: Data::DoubleLongUnsigned(self.export_wh as u32), scaler_unit: wh },
+            ACTIVE_IMPORT => Register {
+                logical_name: obis,
+                value: Data::DoubleLongUnsigned(self.import_wh as u32),
+                scaler_unit: wh,
+            },
+            ACTIVE_EXPORT => Register {
+                logical_name: obis,
+                value: Data::DoubleLongUnsigned(self.export_wh as u32),
+                scaler_unit: wh,
+            },
             ACTIVE_POWER => Register {
                 logical_name: obis,
-                value: Data::DoubleLong(if self.relay == ControlState::Connected { self.load_w as i32 } else { 0 }),
-                scaler_unit: ScalerUnit { scaler: 0, unit: Unit::Watt as u8 },
+                value: Data::DoubleLong(if self.relay == ControlState::Connected {
+                    self.load_w as i32
+                } else {
+                    0
+                }),
+                scaler_unit: ScalerUnit {
+                    scaler: 0,
+                    unit: Unit::Watt as u8,
+                },
             },
             VOLTAGE_L1 => Register {
                 logical_name: obis,
                 value: Data::LongUnsigned((self.voltage_v * 10.0).round() as u16),
-                scaler_unit: ScalerUnit { scaler: -1, unit: Unit::Volt as u8 },
+                scaler_unit: ScalerUnit {
+                    scaler: -1,
+                    unit: Unit::Volt as u8,
+                },
             },
             _ => return None,
         })
     }
 }
 
-fn info(class_id: u16, version: u8, ln: Obis, attributes: u8, writable: u32, methods: u8, public: bool) -> ObjectInfo {
-    ObjectInfo { class_id, version, logical_name: ln, attribute_count: attributes, writable_attributes: writable, method_count: methods, public }
+fn info(
+    class_id: u16,
+    version: u8,
+    ln: Obis,
+    attributes: u8,
+    writable: u32,
+    methods: u8,
+    public: bool,
+) -> ObjectInfo {
+    ObjectInfo {
+        class_id,
+        version,
+        logical_name: ln,
+        attribute_count: attributes,
+        writable_attributes: writable,
+        method_count: methods,
+        public,
+    }
 }
 
 impl ObjectAccess for DemoMeter {
@@ -138,12 +195,33 @@ impl ObjectAccess for DemoMeter {
             info(class_id::REGISTER, 0, ACTIVE_POWER, 3, 0, 0, false),
             info(class_id::REGISTER, 0, VOLTAGE_L1, 3, 0, 0, false),
             info(class_id::PROFILE_GENERIC, 1, LOAD_PROFILE, 8, 0, 0, false),
-            info(class_id::DISCONNECT_CONTROL, 0, DISCONNECT_CONTROL, 4, 0, 2, false),
-            info(class_id::LIMITER, 0, LIMITER, 11, (1 << 3) | (1 << 4), 0, false),
+            info(
+                class_id::DISCONNECT_CONTROL,
+                0,
+                DISCONNECT_CONTROL,
+                4,
+                0,
+                2,
+                false,
+            ),
+            info(
+                class_id::LIMITER,
+                0,
+                LIMITER,
+                11,
+                (1 << 3) | (1 << 4),
+                0,
+                false,
+            ),
         ]
     }
 
-    fn get(&mut self, _ctx: &AccessContext, a: &AttributeDescriptor, access: Option<&SelectiveAccess>) -> Result<Data, DataAccessResult> {
+    fn get(
+        &mut self,
+        _ctx: &AccessContext,
+        a: &AttributeDescriptor,
+        access: Option<&SelectiveAccess>,
+    ) -> Result<Data, DataAccessResult> {
         let now = now_unix();
         self.update(now);
         match (a.class_id, a.instance) {
@@ -154,18 +232,28 @@ impl ObjectAccess for DemoMeter {
             },
             (class_id::CLOCK, Obis::CLOCK) => ClockAttributes {
                 logical_name: Obis::CLOCK,
-                time: DateTime::from_unix(now, self.utc_offset_min, DeviationConvention::UtcMinusLocal),
+                time: DateTime::from_unix(
+                    now,
+                    self.utc_offset_min,
+                    DeviationConvention::UtcMinusLocal,
+                ),
                 time_zone_min: -self.utc_offset_min,
                 status: 0,
                 daylight_savings_enabled: false,
                 clock_base: 1,
             }
             .get(a.attribute_id),
-            (class_id::REGISTER, ln) => self.register(ln).ok_or(DataAccessResult::ObjectUndefined)?.get(a.attribute_id),
+            (class_id::REGISTER, ln) => self
+                .register(ln)
+                .ok_or(DataAccessResult::ObjectUndefined)?
+                .get(a.attribute_id),
             (class_id::PROFILE_GENERIC, LOAD_PROFILE) => self.profile.get(a.attribute_id, access),
-            (class_id::DISCONNECT_CONTROL, DISCONNECT_CONTROL) => {
-                disconnect_control_attribute(DISCONNECT_CONTROL, a.attribute_id, self.relay, self.control_mode)
-            }
+            (class_id::DISCONNECT_CONTROL, DISCONNECT_CONTROL) => disconnect_control_attribute(
+                DISCONNECT_CONTROL,
+                a.attribute_id,
+                self.relay,
+                self.control_mode,
+            ),
             (class_id::LIMITER, LIMITER) => limiter_attribute(
                 LIMITER,
                 a.attribute_id,
@@ -180,19 +268,33 @@ impl ObjectAccess for DemoMeter {
         }
     }
 
-    fn set(&mut self, _ctx: &AccessContext, a: &AttributeDescriptor, _access: Option<&SelectiveAccess>, value: &Data) -> Result<(), DataAccessResult> {
+    fn set(
+        &mut self,
+        _ctx: &AccessContext,
+        a: &AttributeDescriptor,
+        _access: Option<&SelectiveAccess>,
+        value: &Data,
+    ) -> Result<(), DataAccessResult> {
         match (a.class_id, a.instance, a.attribute_id) {
             (class_id::LIMITER, LIMITER, 3 | 4) => {
                 let w = value.as_i128().ok_or(DataAccessResult::TypeUnmatched)?;
-                self.limiter_threshold_w = u32::try_from(w).map_err(|_| DataAccessResult::TypeUnmatched)?;
+                self.limiter_threshold_w =
+                    u32::try_from(w).map_err(|_| DataAccessResult::TypeUnmatched)?;
                 Ok(())
             }
             _ => Err(DataAccessResult::ReadWriteDenied),
         }
     }
 
-    fn action(&mut self, ctx: &AccessContext, m: &MethodDescriptor, _p: Option<&Data>) -> Result<Option<Data>, DataAccessResult> {
-        if (m.class_id, m.instance) != (class_id::DISCONNECT_CONTROL, DISCONNECT_CONTROL) || ctx.role != Role::Management {
+    fn action(
+        &mut self,
+        ctx: &AccessContext,
+        m: &MethodDescriptor,
+        _p: Option<&Data>,
+    ) -> Result<Option<Data>, DataAccessResult> {
+        if (m.class_id, m.instance) != (class_id::DISCONNECT_CONTROL, DISCONNECT_CONTROL)
+            || ctx.role != Role::Management
+        {
             return Err(DataAccessResult::ReadWriteDenied);
         }
         self.update(now_unix());
@@ -201,12 +303,14 @@ impl ObjectAccess for DemoMeter {
         match (m.method_id, self.relay) {
             (1, ControlState::Connected | ControlState::ReadyForReconnection) => {
                 self.relay = ControlState::Disconnected;
-                self.relay_log.push(RelayOperation::RemoteDisconnect(ctx.client_sap));
+                self.relay_log
+                    .push(RelayOperation::RemoteDisconnect(ctx.client_sap));
                 Ok(None)
             }
             (2, ControlState::Disconnected) => {
                 self.relay = ControlState::ReadyForReconnection;
-                self.relay_log.push(RelayOperation::RemoteReconnect(ctx.client_sap));
+                self.relay_log
+                    .push(RelayOperation::RemoteReconnect(ctx.client_sap));
                 Ok(None)
             }
             (1 | 2, _) => Err(DataAccessResult::TemporaryFailure),

@@ -65,7 +65,8 @@ impl TestServer {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (config, meter, counters) = (config.clone(), meter.clone(), counters.clone());
+                        let (config, meter, counters) =
+                            (config.clone(), meter.clone(), counters.clone());
                         std::thread::spawn(move || match framing {
                             Framing::Wrapper => serve(stream, config, meter, counters),
                             Framing::Hdlc => serve_hdlc(stream, config, meter, counters),
@@ -75,7 +76,11 @@ impl TestServer {
                 }
             }
         });
-        TestServer { addr, stop, thread: Some(thread) }
+        TestServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -88,7 +93,12 @@ impl Drop for TestServer {
     }
 }
 
-fn serve<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, meter: Arc<Mutex<M>>, counters: Arc<Mutex<MemoryCounterStore>>) {
+fn serve<M: ObjectAccess>(
+    mut stream: TcpStream,
+    config: ServerConfig,
+    meter: Arc<Mutex<M>>,
+    counters: Arc<Mutex<MemoryCounterStore>>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut server = Server::new(config);
     let mut decoder = StreamDecoder::new(4096);
@@ -109,19 +119,28 @@ fn serve<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, meter: Ar
                 let mut meter = meter.lock().expect("meter lock");
                 let mut counters = counters.lock().expect("counter lock");
                 let mut random = fill_random;
-                let mut env = Env { objects: &mut *meter, counters: &mut *counters, random: &mut random };
+                let mut env = Env {
+                    objects: &mut *meter,
+                    counters: &mut *counters,
+                    random: &mut random,
+                };
                 server.handle_wrapper_frame(&frame, &mut env)
             };
-            if let Some(bytes) = reply {
-                if stream.write_all(&bytes).is_err() {
-                    return;
-                }
+            if let Some(bytes) = reply
+                && stream.write_all(&bytes).is_err()
+            {
+                return;
             }
         }
     }
 }
 
-fn serve_hdlc<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, meter: Arc<Mutex<M>>, counters: Arc<Mutex<MemoryCounterStore>>) {
+fn serve_hdlc<M: ObjectAccess>(
+    mut stream: TcpStream,
+    config: ServerConfig,
+    meter: Arc<Mutex<M>>,
+    counters: Arc<Mutex<MemoryCounterStore>>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut link = HdlcServerLink::new(config.logical_device, 512);
     let mut server = Server::new(config);
@@ -148,7 +167,11 @@ fn serve_hdlc<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, mete
                         let mut meter = meter.lock().expect("meter lock");
                         let mut counters = counters.lock().expect("counter lock");
                         let mut random = fill_random;
-                        let mut env = Env { objects: &mut *meter, counters: &mut *counters, random: &mut random };
+                        let mut env = Env {
+                            objects: &mut *meter,
+                            counters: &mut *counters,
+                            random: &mut random,
+                        };
                         server.handle_apdu(client as u16, &apdu, &mut env)
                     };
                     reply.and_then(|r| link.send_apdu(&r).ok())
@@ -157,10 +180,10 @@ fn serve_hdlc<M: ObjectAccess>(mut stream: TcpStream, config: ServerConfig, mete
             if !link.is_connected() {
                 server.reset();
             }
-            if let Some(bytes) = out {
-                if stream.write_all(&bytes).is_err() {
-                    return;
-                }
+            if let Some(bytes) = out
+                && stream.write_all(&bytes).is_err()
+            {
+                return;
             }
         }
     }
@@ -175,16 +198,26 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn connect(addr: SocketAddr, client: Client, counters: MemoryCounterStore) -> std::io::Result<ClientConn> {
+    pub fn connect(
+        addr: SocketAddr,
+        client: Client,
+        counters: MemoryCounterStore,
+    ) -> std::io::Result<ClientConn> {
         let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(ClientConn { stream, decoder: StreamDecoder::new(65_535), client, counters })
+        Ok(ClientConn {
+            stream,
+            decoder: StreamDecoder::new(65_535),
+            client,
+            counters,
+        })
     }
 
     /// Sends raw APDU bytes and returns the raw APDU answered.
     pub fn raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, String> {
         let cfg = self.client.config().clone();
-        let frame = wrapper::frame(cfg.client_sap, cfg.server_logical_device, apdu).map_err(|e| e.to_string())?;
+        let frame = wrapper::frame(cfg.client_sap, cfg.server_logical_device, apdu)
+            .map_err(|e| e.to_string())?;
         self.stream.write_all(&frame).map_err(|e| e.to_string())?;
         let mut buf = [0u8; 4096];
         loop {
@@ -207,7 +240,11 @@ impl ClientConn {
     pub fn exchange(&mut self, mut apdu: Vec<u8>) -> Result<Event, String> {
         loop {
             let reply = self.raw(&apdu)?;
-            match self.client.handle(&reply, &mut self.counters).map_err(|e| e.to_string())? {
+            match self
+                .client
+                .handle(&reply, &mut self.counters)
+                .map_err(|e| e.to_string())?
+            {
                 Event::Send(next) => apdu = next,
                 other => return Ok(other),
             }
@@ -215,7 +252,10 @@ impl ClientConn {
     }
 
     pub fn associate(&mut self) -> Result<Event, String> {
-        let aarq = self.client.associate(&mut self.counters).map_err(|e| e.to_string())?;
+        let aarq = self
+            .client
+            .associate(&mut self.counters)
+            .map_err(|e| e.to_string())?;
         self.exchange(aarq)
     }
 }
