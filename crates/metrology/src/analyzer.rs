@@ -177,7 +177,11 @@ impl Analyzer {
             len: 0,
             cap,
             base: 0,
-            tracker: Tracker::new(f_nom, fs, config.min_voltage_v * core::f64::consts::SQRT_2 * 0.7),
+            tracker: Tracker::new(
+                f_nom,
+                fs,
+                config.min_voltage_v * core::f64::consts::SQRT_2 * 0.7,
+            ),
             crossings: Vec::with_capacity(crossing_cap),
             crossing_cap,
             lock: Lock::NotStarted,
@@ -258,7 +262,11 @@ impl Analyzer {
         for (k, x) in i.iter().enumerate() {
             self.check_finite(*x, k, 1)?;
         }
-        self.push_with(v.len(), |f, ch| if ch == 0 { v[f] } else { i[f] }, &mut on_window);
+        self.push_with(
+            v.len(),
+            |f, ch| if ch == 0 { v[f] } else { i[f] },
+            &mut on_window,
+        );
         Ok(())
     }
 
@@ -271,7 +279,7 @@ impl Analyzer {
     ) -> Result<(), Error> {
         self.check_open()?;
         let channels = self.channels;
-        if frames.len() % channels != 0 {
+        if !frames.len().is_multiple_of(channels) {
             return Err(Error::new(ErrorKind::PartialFrame {
                 len: frames.len(),
                 channels,
@@ -300,7 +308,8 @@ impl Analyzer {
         if self.windows == 0 {
             let mut found = [0.0; 64];
             let count = raw_crossings(&self.buf[0][..self.len], &mut found);
-            let usable: heapless_slice::Usable = heapless_slice::usable(&found[..count], last_usable);
+            let usable: heapless_slice::Usable =
+                heapless_slice::usable(&found[..count], last_usable);
             if usable.count >= 2 {
                 let (xa, xb) = (usable.first, usable.last);
                 self.skipped = xa + 0.5;
@@ -314,7 +323,11 @@ impl Analyzer {
         }
         match self.lock {
             Lock::Locked => {
-                let k = self.crossings.iter().take_while(|&&b| b <= last_usable).count();
+                let k = self
+                    .crossings
+                    .iter()
+                    .take_while(|&&b| b <= last_usable)
+                    .count();
                 if k >= 1 {
                     let xb = self.crossings[k - 1];
                     let flags = WindowFlags {
@@ -501,16 +514,16 @@ impl Analyzer {
         mut flags: WindowFlags,
         on_window: &mut F,
     ) {
-        let chans: [&[f64]; 7] = core::array::from_fn(|ch| {
-            self.buf.get(ch).map_or(&[][..], |b| &b[..self.len])
-        });
+        let chans: [&[f64]; 7] =
+            core::array::from_fn(|ch| self.buf.get(ch).map_or(&[][..], |b| &b[..self.len]));
         let span = Span { xa, xb, cycles };
         let mut report = self
             .engine
             .analyze(&chans[..self.channels], self.config.layout, span);
         report.t0_s = (self.base as f64 + xa - self.latency) / self.fs;
         let i0 = libm::floor(xa + 0.5).max(0.0) as usize;
-        let i1 = (libm::floor(xb + 0.5) as usize).min(self.len.saturating_sub(1));
+        let i1 =
+            ((libm::ceil(xb + 0.5) as usize).saturating_sub(1)).min(self.len.saturating_sub(1));
         flags.clipped = self.clipped[i0..=i1.max(i0)].iter().any(|&c| c);
         if cycles == 0 {
             flags.no_voltage = true;
@@ -574,7 +587,11 @@ fn delay_lines(layout: Layout, phases: &[PhaseCalibration; 3]) -> Vec<DelayLine>
                 Layout::SinglePhase => (0, ch == 0),
                 Layout::ThreePhaseFourWire { .. } => (ch % 3, ch < 3),
             };
-            let skew = if ch == 6 { 0.0 } else { phases[phase].skew_samples };
+            let skew = if ch == 6 {
+                0.0
+            } else {
+                phases[phase].skew_samples
+            };
             let extra = match (is_voltage, skew > 0.0) {
                 (true, true) => skew,
                 (false, false) if ch != 6 => -skew,

@@ -22,7 +22,10 @@ impl ChannelCalibration {
 
     fn validate(&self, field: &'static str) -> Result<(), Error> {
         if !(self.gain.is_finite() && self.gain > 0.0 && self.offset.is_finite()) {
-            return Err(Error::config(field, "a finite positive gain and a finite offset"));
+            return Err(Error::config(
+                field,
+                "a finite positive gain and a finite offset",
+            ));
         }
         Ok(())
     }
@@ -167,7 +170,9 @@ impl CalibrationPoint {
             return Err(reading("a value is not finite"));
         }
         if self.reference.v_rms <= 0.0 || self.reference.i_rms <= 0.0 {
-            return Err(reading("the reference voltage and current must be positive"));
+            return Err(reading(
+                "the reference voltage and current must be positive",
+            ));
         }
         if self.v_rms <= 0.0 || self.i_rms <= 0.0 {
             return Err(reading("the measured voltage or current is zero"));
@@ -235,7 +240,11 @@ pub fn derive_phase_calibration(
             "the derived skew exceeds ±8 samples; check the wiring and the reference angle",
         ));
     }
-    voltage.validate("voltage").map_err(|_| reading("derived voltage gain is not positive"))?;
-    current.validate("current").map_err(|_| reading("derived current gain is not positive"))?;
+    voltage
+        .validate("voltage")
+        .map_err(|_| reading("derived voltage gain is not positive"))?;
+    current
+        .validate("current")
+        .map_err(|_| reading("derived current gain is not positive"))?;
     Ok(result)
 }

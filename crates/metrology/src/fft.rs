@@ -98,7 +98,9 @@ mod tests {
     fn matches_a_direct_dft() {
         let fft = Fft::new(64);
         for n in [1usize, 2, 4, 8, 16, 64] {
-            let xr: Vec<f64> = (0..n).map(|k| libm::sin(k as f64 * 0.7) + 0.1 * k as f64).collect();
+            let xr: Vec<f64> = (0..n)
+                .map(|k| libm::sin(k as f64 * 0.7) + 0.1 * k as f64)
+                .collect();
             let xi: Vec<f64> = (0..n).map(|k| libm::cos(k as f64 * 1.3)).collect();
             let (mut re, mut im) = (xr.clone(), xi.clone());
             fft.forward(&mut re, &mut im);
@@ -109,7 +111,10 @@ mod tests {
                     sr += xr[t] * libm::cos(a) - xi[t] * libm::sin(a);
                     si += xr[t] * libm::sin(a) + xi[t] * libm::cos(a);
                 }
-                assert!((re[f] - sr).abs() < 1e-9 && (im[f] - si).abs() < 1e-9, "n={n} f={f}");
+                assert!(
+                    (re[f] - sr).abs() < 1e-9 && (im[f] - si).abs() < 1e-9,
+                    "n={n} f={f}"
+                );
             }
         }
     }

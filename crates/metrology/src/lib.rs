@@ -63,14 +63,14 @@ mod calibration;
 mod config;
 mod energy;
 mod error;
+#[cfg(feature = "alloc")]
+mod fft;
 mod report;
 mod sums;
 #[cfg(feature = "alloc")]
 mod tracker;
 #[cfg(feature = "alloc")]
 mod window;
-#[cfg(feature = "alloc")]
-mod fft;
 
 #[cfg(feature = "alloc")]
 pub use analyzer::Analyzer;

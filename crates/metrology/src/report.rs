@@ -105,7 +105,14 @@ pub struct Phases {
 }
 
 impl Phases {
-    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    /// Up to three phase reports (more are ignored), e.g. for reports built by a simulator.
+    pub fn from_slice(phases: &[PhaseReport]) -> Self {
+        let mut items = [PhaseReport::default(); 3];
+        let len = phases.len().min(3);
+        items[..len].copy_from_slice(&phases[..len]);
+        Self::new(items, len)
+    }
+
     pub(crate) fn new(items: [PhaseReport; 3], len: usize) -> Self {
         Self {
             items,

@@ -58,7 +58,9 @@ mod tests {
             let vv: f64 = v[..n].iter().map(|x| x * x).sum();
             let ii: f64 = i[..n].iter().map(|x| x * x).sum();
             let vi: f64 = v[..n].iter().zip(&i[..n]).map(|(a, b)| a * b).sum();
-            assert!((s.vv - vv).abs() < 1e-9 && (s.ii - ii).abs() < 1e-9 && (s.vi - vi).abs() < 1e-9);
+            assert!(
+                (s.vv - vv).abs() < 1e-9 && (s.ii - ii).abs() < 1e-9 && (s.vi - vi).abs() < 1e-9
+            );
         }
     }
 }

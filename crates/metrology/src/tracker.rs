@@ -94,7 +94,11 @@ impl Tracker {
             self.hist = [self.hist[1], self.hist[2], self.hist[3], y];
             self.index += 1;
             let a = y.abs();
-            self.amp = if a > self.amp { a } else { self.amp * self.amp_decay };
+            self.amp = if a > self.amp {
+                a
+            } else {
+                self.amp * self.amp_decay
+            };
             if self.amp < self.amp_min {
                 self.armed = false;
                 continue;
@@ -108,8 +112,7 @@ impl Tracker {
                 // hist[1] is at absolute index `index - 3` (index counts samples seen).
                 let base = self.index.saturating_sub(3) as f64;
                 let pos = base + crossing_offset(&self.hist);
-                if self.index > self.settle_until && pos - self.last_crossing >= self.min_spacing
-                {
+                if self.index > self.settle_until && pos - self.last_crossing >= self.min_spacing {
                     on_crossing(pos);
                 }
                 self.last_crossing = pos;
@@ -155,7 +158,8 @@ pub(crate) fn raw_crossings(v: &[f64], out: &mut [f64]) -> usize {
         return 0;
     }
     let mut count = 0;
-    let mut armed = false;
+    // A capture that starts in the negative half-cycle may count its first rising crossing.
+    let mut armed = v[0] - mean < -0.3 * peak;
     for n in 1..v.len() {
         let (a, b) = (v[n - 1] - mean, v[n] - mean);
         if b < -0.3 * peak {

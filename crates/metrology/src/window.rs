@@ -53,7 +53,9 @@ struct Weights {
 impl Weights {
     fn of(span: Span) -> Self {
         let i0 = libm::floor(span.xa + 0.5) as usize;
-        let i1 = libm::floor(span.xb + 0.5) as usize;
+        // The last sample whose interval reaches into the window: a window ending exactly on a
+        // cell edge does not touch the next sample.
+        let i1 = ((libm::ceil(span.xb + 0.5) as usize).saturating_sub(1)).max(i0);
         if i1 == i0 {
             return Self {
                 i0,
@@ -234,7 +236,11 @@ impl WindowEngine {
     pub(crate) fn analyze(&mut self, chans: &[&[f64]], layout: Layout, span: Span) -> WindowReport {
         let w = Weights::of(span);
         let len = span.xb - span.xa;
-        let cycles_f = if span.cycles == 0 { 1.0 } else { f64::from(span.cycles) };
+        let cycles_f = if span.cycles == 0 {
+            1.0
+        } else {
+            f64::from(span.cycles)
+        };
         let freq_hz = cycles_f * self.fs_hz / len;
         self.fill_oscillator(span, w, cycles_f);
         let harmonics = self.harmonics && span.cycles > 0;
@@ -292,7 +298,10 @@ impl WindowEngine {
         let step = 2.0 * PI * cycles / (span.xb - span.xa);
         let cos = &mut self.osc_cos[..count];
         let sin = &mut self.osc_sin[..count];
-        let (rot_c, rot_s) = (libm::cos(step * LANES as f64), libm::sin(step * LANES as f64));
+        let (rot_c, rot_s) = (
+            libm::cos(step * LANES as f64),
+            libm::sin(step * LANES as f64),
+        );
         const RESEED: usize = 128 * LANES;
         let mut start = 0;
         while start < count {
@@ -411,7 +420,8 @@ impl WindowEngine {
                 break;
             }
             let (mut gv, mut gi) = (0.0, 0.0);
-            for k in c * h - 1..=c * h + 1 {
+            // With one cycle the fundamental's subgroup would reach bin 0 (DC): start at bin 1.
+            for k in (c * h - 1).max(1)..=c * h + 1 {
                 let (pv, pi) = bin_power(k);
                 gv += pv;
                 gi += pi;
@@ -444,7 +454,8 @@ impl WindowEngine {
         out: &mut WindowReport,
     ) {
         // Covariance of two channels over the window, DC removed.
-        let cov = |a: usize, b: usize, ma: f64, mb: f64| wdot(chans[a], chans[b], w) / len - ma * mb;
+        let cov =
+            |a: usize, b: usize, ma: f64, mb: f64| wdot(chans[a], chans[b], w) / len - ma * mb;
         let pairs = [(0, 1), (1, 2), (2, 0)];
         // Line-to-line voltages: V_ab² = V_a² + V_b² − 2·cov(v_a, v_b).
         let mut v_ll2 = 0.0;
@@ -521,7 +532,11 @@ fn phase_report(m: &PhaseMoments) -> PhaseReport {
         s_va,
         pf: ratio(m.p_w, s_va),
         dpf: ratio(s1.re, s1_va),
-        angle_deg: if angle_deg <= -180.0 { angle_deg + 360.0 } else { angle_deg },
+        angle_deg: if angle_deg <= -180.0 {
+            angle_deg + 360.0
+        } else {
+            angle_deg
+        },
         p1_w: s1.re,
         s1_va,
         sn_va,
