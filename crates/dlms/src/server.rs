@@ -1217,3 +1217,393 @@ fn object_list_entry(o: &ObjectInfo, role: Role) -> Data {
         Data::Structure(vec![Data::Array(attributes), Data::Array(methods)]),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apdu::MethodDescriptor;
+    use crate::client::{Client, ClientAuthentication, ClientConfig, Event};
+    use crate::security::MemoryCounterStore;
+    use crate::{Error, ErrorKind};
+
+    const SERVER_TITLE: SystemTitle = [0x4D, 0x4D, 0x4D, 0x00, 0x00, 0xBC, 0x61, 0x4E];
+    const CLIENT_TITLE: SystemTitle = [0x4D, 0x4D, 0x4D, 0, 0, 0, 0, 1];
+    const BLOB: Obis = Obis::new(0, 0, 96, 1, 0, 255);
+
+    /// One data object whose value attribute is writable by the management association.
+    struct Blob(Data);
+
+    impl ObjectAccess for Blob {
+        fn objects(&self) -> Vec<ObjectInfo> {
+            vec![ObjectInfo {
+                class_id: 1,
+                version: 0,
+                logical_name: BLOB,
+                attribute_count: 2,
+                writable_attributes: 1 << 2,
+                method_count: 0,
+                public: false,
+            }]
+        }
+        fn get(
+            &mut self,
+            _: &AccessContext,
+            a: &AttributeDescriptor,
+            _: Option<&SelectiveAccess>,
+        ) -> Result<Data, DataAccessResult> {
+            match a.attribute_id {
+                1 => Ok(logical_name(BLOB)),
+                2 => Ok(self.0.clone()),
+                _ => Err(DataAccessResult::ObjectUndefined),
+            }
+        }
+        fn set(
+            &mut self,
+            _: &AccessContext,
+            _: &AttributeDescriptor,
+            _: Option<&SelectiveAccess>,
+            v: &Data,
+        ) -> Result<(), DataAccessResult> {
+            self.0 = v.clone();
+            Ok(())
+        }
+        fn action(
+            &mut self,
+            _: &AccessContext,
+            _: &MethodDescriptor,
+            _: Option<&Data>,
+        ) -> Result<Option<Data>, DataAccessResult> {
+            Err(DataAccessResult::ObjectUndefined)
+        }
+    }
+
+    struct Rig {
+        server: Server,
+        server_counters: MemoryCounterStore,
+        client: Client,
+        client_counters: MemoryCounterStore,
+        blob: Blob,
+    }
+
+    impl Rig {
+        fn new(sap: u16, auth: ClientAuthentication, max_pdu: u16, general: bool) -> Rig {
+            let mut config = ServerConfig::wattline(
+                SERVER_TITLE,
+                b"demo-lls",
+                Keys::GREEN_BOOK_EXAMPLE,
+                CLIENT_TITLE,
+            );
+            config.max_receive_pdu_size = max_pdu;
+            let mut cc = ClientConfig::new(sap, auth);
+            cc.general_ciphering = general;
+            Rig {
+                server: Server::new(config),
+                server_counters: MemoryCounterStore::new(100),
+                client: Client::new(cc),
+                client_counters: MemoryCounterStore::new(1),
+                blob: Blob(Data::Null),
+            }
+        }
+
+        fn raw(&mut self, sap: u16, apdu: &[u8]) -> Vec<u8> {
+            let mut random =
+                |b: &mut [u8]| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
+            let mut env = Env {
+                objects: &mut self.blob,
+                counters: &mut self.server_counters,
+                random: &mut random,
+            };
+            self.server
+                .handle_apdu(sap, apdu, &mut env)
+                .expect("server answers")
+        }
+
+        fn run(&mut self, mut apdu: Vec<u8>) -> crate::Result<Event> {
+            let sap = self.client.config().client_sap;
+            loop {
+                let reply = self.raw(sap, &apdu);
+                match self.client.handle(&reply, &mut self.client_counters)? {
+                    Event::Send(next) => apdu = next,
+                    other => return Ok(other),
+                }
+            }
+        }
+
+        fn associate(&mut self) -> crate::Result<Event> {
+            let aarq = self.client.associate(&mut self.client_counters)?;
+            self.run(aarq)
+        }
+    }
+
+    fn hls() -> ClientAuthentication {
+        ClientAuthentication::HlsGmac {
+            keys: Keys::GREEN_BOOK_EXAMPLE,
+            system_title: CLIENT_TITLE,
+            challenge: b"K56iVagY".to_vec(),
+        }
+    }
+
+    fn blob_value() -> AttributeDescriptor {
+        AttributeDescriptor {
+            class_id: 1,
+            instance: BLOB,
+            attribute_id: 2,
+        }
+    }
+
+    #[test]
+    fn set_and_get_with_blocks_under_a_small_pdu_with_general_glo_ciphering() {
+        let mut rig = Rig::new(1, hls(), 128, true);
+        assert_eq!(rig.associate().unwrap(), Event::Associated);
+        let big = Data::OctetString((0..600u16).map(|i| i as u8).collect());
+        let req = rig
+            .client
+            .set(blob_value(), &big, &mut rig.client_counters)
+            .unwrap();
+        assert_eq!(
+            Apdu::parse(&req).map(|a| matches!(a, Apdu::GeneralGlo(_))),
+            Ok(true)
+        );
+        assert_eq!(rig.run(req).unwrap(), Event::Written);
+        assert_eq!(rig.blob.0, big);
+        let req = rig
+            .client
+            .get(blob_value(), None, &mut rig.client_counters)
+            .unwrap();
+        assert_eq!(rig.run(req).unwrap(), Event::Value(big));
+    }
+
+    #[test]
+    fn set_block_out_of_order_is_refused_and_forgotten() {
+        let mut rig = Rig::new(1, hls(), 128, false);
+        rig.associate().unwrap();
+        // Plain requests are refused in the ciphered association, so drive the blocks through
+        // the client's own ciphering by sending a first block and then a skipped block number.
+        let big = Data::OctetString(vec![1; 300]);
+        let first = rig
+            .client
+            .set(blob_value(), &big, &mut rig.client_counters)
+            .unwrap();
+        let reply = rig.raw(1, &first);
+        let Ok(Event::Send(_second)) = rig.client.handle(&reply, &mut rig.client_counters) else {
+            panic!()
+        };
+        let skipped = Apdu::SetRequest(SetRequest::WithDataBlock {
+            invoke_id: InvokeId::confirmed(1),
+            block: crate::apdu::DataBlock {
+                last_block: true,
+                block_number: 5,
+                raw: vec![0],
+            },
+        })
+        .to_vec();
+        let ic = rig.client_counters.next_transmit().unwrap();
+        let protected = security::protect_apdu(
+            &Keys::GREEN_BOOK_EXAMPLE,
+            SecurityControl::AUTHENTICATED_ENCRYPTION,
+            &CLIENT_TITLE,
+            ic,
+            &skipped,
+            false,
+        )
+        .unwrap()
+        .to_vec();
+        let reply = rig.raw(1, &protected);
+        let Apdu::Glo(g) = Apdu::parse(&reply).unwrap() else {
+            panic!()
+        };
+        let plain = security::decrypt(
+            &Keys::GREEN_BOOK_EXAMPLE,
+            SecurityControl(g.security_control),
+            &SERVER_TITLE,
+            g.invocation_counter,
+            &g.payload,
+        )
+        .unwrap();
+        assert_eq!(
+            Apdu::parse(&plain).unwrap(),
+            Apdu::SetResponse(SetResponse::LastDataBlock {
+                invoke_id: InvokeId::confirmed(1),
+                result: DataAccessResult::DataBlockNumberInvalid,
+                block_number: 5
+            })
+        );
+        assert_eq!(rig.blob.0, Data::Null, "nothing written");
+    }
+
+    #[test]
+    fn object_list_shows_rights_per_role() {
+        let mut rig = Rig::new(
+            17,
+            ClientAuthentication::Lls {
+                password: b"demo-lls".to_vec(),
+            },
+            1024,
+            false,
+        );
+        rig.associate().unwrap();
+        let list = AttributeDescriptor {
+            class_id: 15,
+            instance: Obis::CURRENT_ASSOCIATION,
+            attribute_id: 2,
+        };
+        let req = rig
+            .client
+            .get(list, None, &mut rig.client_counters)
+            .unwrap();
+        let Event::Value(Data::Array(entries)) = rig.run(req).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            entries.len(),
+            4,
+            "association, security setup, invocation counter, blob"
+        );
+        let blob = entries
+            .iter()
+            .find(|e| e.as_list().unwrap()[2] == logical_name(BLOB))
+            .unwrap();
+        let rights = &blob.as_list().unwrap()[3].as_list().unwrap()[0];
+        let value_right = &rights.as_list().unwrap()[1].as_list().unwrap()[1];
+        assert_eq!(
+            *value_right,
+            Data::Enum(AttributeAccess::Read as u8),
+            "reader may only read"
+        );
+        // The reader may not write.
+        let req = rig
+            .client
+            .set(blob_value(), &Data::Unsigned(1), &mut rig.client_counters)
+            .unwrap();
+        assert_eq!(
+            rig.run(req).unwrap_err().kind(),
+            &ErrorKind::Peer("data-access-result", 3)
+        );
+        // The secret (attribute 7) is never readable.
+        let secret = AttributeDescriptor {
+            class_id: 15,
+            instance: Obis::CURRENT_ASSOCIATION,
+            attribute_id: 7,
+        };
+        let req = rig
+            .client
+            .get(secret, None, &mut rig.client_counters)
+            .unwrap();
+        assert!(rig.run(req).is_err());
+
+        let mut public = Rig::new(16, ClientAuthentication::None, 1024, false);
+        public.associate().unwrap();
+        let req = public
+            .client
+            .get(list, None, &mut public.client_counters)
+            .unwrap();
+        let Event::Value(Data::Array(entries)) = public.run(req).unwrap() else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 3, "the blob is not public");
+    }
+
+    #[test]
+    fn get_with_list_answers_each_item() {
+        let mut rig = Rig::new(16, ClientAuthentication::None, 1024, false);
+        rig.associate().unwrap();
+        let items = [
+            AttributeDescriptor {
+                class_id: 1,
+                instance: Obis::INVOCATION_COUNTER,
+                attribute_id: 2,
+            },
+            blob_value(),
+            AttributeDescriptor {
+                class_id: 64,
+                instance: Obis::SECURITY_SETUP,
+                attribute_id: 5,
+            },
+        ];
+        let req = rig
+            .client
+            .get_list(&items, &mut rig.client_counters)
+            .unwrap();
+        let Event::Values(results) = rig.run(req).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            results,
+            vec![
+                GetDataResult::Data(Data::DoubleLongUnsigned(0)),
+                GetDataResult::Error(DataAccessResult::ReadWriteDenied),
+                GetDataResult::Data(Data::OctetString(SERVER_TITLE.to_vec())),
+            ]
+        );
+    }
+
+    #[test]
+    fn association_rejections_carry_their_reason() {
+        let diag = |e: Error| match e.kind() {
+            ErrorKind::Peer(_, code) => *code,
+            other => panic!("{other:?}"),
+        };
+        // The management SAP without HLS: wrong application context.
+        let mut rig = Rig::new(1, ClientAuthentication::None, 1024, false);
+        assert_eq!(
+            diag(rig.associate().unwrap_err()),
+            u8::from(UserDiagnostic::ApplicationContextNameNotSupported)
+        );
+        // The reader without a password: mechanism required.
+        let mut rig = Rig::new(17, ClientAuthentication::None, 1024, false);
+        assert_eq!(
+            diag(rig.associate().unwrap_err()),
+            u8::from(UserDiagnostic::AuthenticationMechanismNameRequired)
+        );
+        // A PDU size too small to work with: confirmedServiceError in the user-information.
+        let mut rig = Rig::new(16, ClientAuthentication::None, 1024, false);
+        let mut cfg = rig.client.config().clone();
+        cfg.max_receive_pdu_size = 20;
+        rig.client = Client::new(cfg);
+        let aarq = rig.client.associate(&mut rig.client_counters).unwrap();
+        let Apdu::Aare(aare) = Apdu::parse(&rig.raw(16, &aarq)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(aare.result, AssociationResult::RejectedPermanent);
+        assert_eq!(
+            Apdu::parse(aare.user_information.as_deref().unwrap()).unwrap(),
+            Apdu::ConfirmedServiceError(ConfirmedServiceError {
+                service: 1,
+                error_kind: 6,
+                error_value: 3
+            })
+        );
+        // Services before an association are refused.
+        let mut rig = Rig::new(16, ClientAuthentication::None, 1024, false);
+        let get = Apdu::GetRequest(GetRequest::Normal {
+            invoke_id: InvokeId::confirmed(1),
+            attribute: blob_value(),
+            access: None,
+        });
+        assert_eq!(
+            rig.raw(16, &get.to_vec())[0],
+            crate::apdu::tag::EXCEPTION_RESPONSE
+        );
+        // Garbage gets an exception-response, not silence or a panic.
+        assert_eq!(
+            rig.raw(16, &[0xFF, 0x00])[0],
+            crate::apdu::tag::EXCEPTION_RESPONSE
+        );
+    }
+
+    #[test]
+    fn release_ends_the_association() {
+        let mut rig = Rig::new(16, ClientAuthentication::None, 1024, false);
+        rig.associate().unwrap();
+        assert_eq!(rig.server.role(), Some(Role::Public));
+        let rlrq = rig.client.release().unwrap();
+        assert_eq!(rig.run(rlrq).unwrap(), Event::Released);
+        assert_eq!(rig.server.role(), None);
+        assert!(
+            rig.client
+                .get(blob_value(), None, &mut rig.client_counters)
+                .is_err(),
+            "client knows it is released"
+        );
+    }
+}
