@@ -56,9 +56,20 @@ impl TestServer {
         meter: Arc<Mutex<M>>,
         counters: Arc<Mutex<MemoryCounterStore>>,
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
+        Self::spawn_on(("127.0.0.1", 0), framing, config, meter, counters).expect("bind loopback")
+    }
+
+    /// Serves on `addr` (port 0: a free port).
+    pub fn spawn_on<M: ObjectAccess + Send + 'static>(
+        addr: impl std::net::ToSocketAddrs,
+        framing: Framing,
+        config: ServerConfig,
+        meter: Arc<Mutex<M>>,
+        counters: Arc<Mutex<MemoryCounterStore>>,
+    ) -> std::io::Result<TestServer> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -76,11 +87,11 @@ impl TestServer {
                 }
             }
         });
-        TestServer {
+        Ok(TestServer {
             addr,
             stop,
             thread: Some(thread),
-        }
+        })
     }
 }
 
