@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Offset, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::bill::{Bill, BillLine, BillStatus, Cycle, EnergySummary, LineKind, Rerating, Unit};
@@ -466,6 +466,20 @@ fn tou_period(
     index: usize,
 ) -> Result<usize> {
     let tz = tariff.time_zone;
+    // Fast path: without an offset change inside the reading, local time runs in step with UTC,
+    // so the reading stays in one period if it ends before the window segment it starts in.
+    let start_local = r.start.with_timezone(&tz);
+    let end_local = r.end.with_timezone(&tz);
+    if start_local.offset().fix() == end_local.offset().fix() {
+        let l = start_local.naive_local();
+        let (segment_end_min, period) = tou.segment_at(tariff.holidays.day_type(l.date()), l);
+        let day_start = l.date().and_time(chrono::NaiveTime::MIN);
+        let end_s = (end_local.naive_local() - day_start).num_seconds();
+        if end_s <= i64::from(segment_end_min) * 60 {
+            return Ok(period);
+        }
+    }
+    // Slow path (a reading across a window edge, midnight or a DST shift): check every minute.
     let period_of = |t: DateTime<Utc>| {
         let l = local(tz, t);
         tou.period_at(tariff.holidays.day_type(l.date()), l)
@@ -786,4 +800,76 @@ fn max_demand(
         }
     }
     Ok((Decimal::new(best.0 * 4, 3), best.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn demand_tariff() -> Tariff {
+        Tariff::from_toml(
+            r#"
+            id = "demand"
+            name = "demand"
+            currency = "EUR"
+            rounding = "half-up"
+            time_zone = "Asia/Kathmandu"
+            [[versions]]
+            valid_from = 2026-01-01
+            energy = { type = "flat", price_per_kwh = 0.1 }
+            demand = { price_per_kw = 10 }
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn reading(start: DateTime<Utc>, minutes: i64, import_wh: u64) -> IntervalReading {
+        IntervalReading {
+            start,
+            end: start + Duration::minutes(minutes),
+            import_wh,
+            export_wh: 0,
+        }
+    }
+
+    #[test]
+    fn five_minute_readings_add_up_to_quarter_hour_demand() {
+        // Kathmandu is UTC+05:45: quarter hours are still aligned with UTC quarter hours.
+        let t = demand_tariff();
+        let q = Utc.with_ymd_and_hms(2026, 1, 10, 6, 15, 0).unwrap();
+        let readings = vec![
+            reading(q, 5, 100),
+            reading(q + Duration::minutes(5), 5, 200),
+            reading(q + Duration::minutes(10), 5, 300),
+            // The next quarter hour has more energy in one 5-minute reading but less in total.
+            reading(q + Duration::minutes(15), 5, 500),
+        ];
+        let (kw, at) = max_demand(&t, None, None, &readings).unwrap();
+        // 600 Wh in a quarter hour = 2.4 kW average.
+        assert_eq!(kw, Decimal::new(24, 1));
+        assert_eq!(at, Some(q));
+        assert_eq!(local(t.time_zone, q).format("%H:%M").to_string(), "12:00");
+    }
+
+    #[test]
+    fn a_reading_across_a_quarter_hour_cannot_give_demand() {
+        let t = demand_tariff();
+        let q = Utc.with_ymd_and_hms(2026, 1, 10, 6, 10, 0).unwrap();
+        let err = max_demand(&t, None, None, &[reading(q, 10, 100)]).unwrap_err();
+        assert!(
+            err.to_string().contains("do not cross a quarter hour"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_readings_means_zero_demand() {
+        let t = demand_tariff();
+        assert_eq!(
+            max_demand(&t, None, None, &[]).unwrap(),
+            (Decimal::ZERO, None)
+        );
+    }
 }

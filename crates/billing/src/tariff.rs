@@ -100,12 +100,17 @@ pub(crate) struct TouPeriod {
 impl TouSchedule {
     /// The period index in force at a local wall-clock time on a day of the given type.
     pub(crate) fn period_at(&self, day_type: DayType, local: NaiveDateTime) -> usize {
+        self.segment_at(day_type, local).1
+    }
+
+    /// The period at a local time and the minute of the day its window segment ends (≤ 1440).
+    pub(crate) fn segment_at(&self, day_type: DayType, local: NaiveDateTime) -> (u32, usize) {
         let minute = local.hour() * 60 + local.minute();
         let segments = &self.segments[day_type.index()];
         segments
             .iter()
             .find(|(from, to, _)| *from <= minute && minute < *to)
-            .map_or(0, |(_, _, p)| *p)
+            .map_or((1440, 0), |(_, to, p)| (*to, *p))
     }
 }
 
