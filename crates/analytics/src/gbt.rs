@@ -18,7 +18,9 @@ use std::fmt::Write as _;
 
 use crate::error::Error;
 use crate::history::Diagnostic;
-use crate::pattern::{FEATURE_COUNT, FeatureSet, TheftScore, explain, feature_names};
+use crate::pattern::{
+    FEATURE_COUNT, FeatureSet, TheftScore, explain, feature_names, robust_reference,
+};
 
 /// Training parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -308,12 +310,21 @@ impl GbtModel {
     }
 
     /// Scores every meter of `set`, with the features that pushed the score up as reasons.
+    /// A reason must both have pushed the score up and be unusual in the population (robust
+    /// z ≥ 2): a tree may credit a feature for being merely "not low", which explains nothing.
     pub fn score(&self, set: &FeatureSet) -> Vec<TheftScore> {
+        let reference = robust_reference(set);
         set.meters
             .iter()
             .map(|m| {
                 let c = self.contributions(&m.values);
-                let mut order: Vec<usize> = (0..FEATURE_COUNT).filter(|&j| c[j] > 0.05).collect();
+                let unusual = |j: usize| {
+                    let (med, scale) = reference[j];
+                    (m.values[j] - med) / scale >= 2.0
+                };
+                let mut order: Vec<usize> = (0..FEATURE_COUNT)
+                    .filter(|&j| c[j] > 0.05 && unusual(j))
+                    .collect();
                 order.sort_by(|&a, &b| c[b].total_cmp(&c[a]));
                 TheftScore {
                     meter_id: m.meter_id.clone(),

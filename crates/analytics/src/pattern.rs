@@ -626,7 +626,7 @@ fn feature_floor(feature: usize) -> f32 {
 }
 
 /// Robust location and scale of each feature over the population (median, 1.4826 × MAD).
-fn robust_reference(set: &FeatureSet) -> Vec<(f32, f32)> {
+pub(crate) fn robust_reference(set: &FeatureSet) -> Vec<(f32, f32)> {
     (0..FEATURE_COUNT)
         .map(|j| {
             let mut v: Vec<f32> = set

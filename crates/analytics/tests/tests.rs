@@ -1,0 +1,5 @@
+//! Integration tests of the `analytics` crate: one binary, modules per detector.
+
+mod balance;
+mod scoring;
+mod tamper;
