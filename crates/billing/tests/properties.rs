@@ -293,3 +293,129 @@ fn tiered_energy_is_not_split_invariant_so_the_engine_rates_the_whole_cycle() {
     assert_eq!(rate(second), dec("0.00"));
     assert_ne!(rate(first) + rate(second), rate(whole));
 }
+
+/// Random window lists: the loader either rejects them with an error naming `windows`, or
+/// accepts a schedule in which every minute of every day type belongs to exactly one window.
+fn window_list() -> impl Strategy<Value = Vec<(u32, u32, u8, bool)>> {
+    // (from minute, to minute, day set, peak?) on a 30-minute grid, to keep tilings reachable.
+    prop::collection::vec((0u32..48, 0u32..=48, 0u8..4, any::<bool>()), 1..6)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tou_windows_are_accepted_only_when_they_tile_every_day(windows in window_list()) {
+        let days = ["\"all\"", "\"weekdays\"", "\"weekend\", \"holiday\"", "\"mon\""];
+        let hhmm = |half_hours: u32| format!("{:02}:{:02}", half_hours / 2, (half_hours % 2) * 30);
+        let list: Vec<String> = windows
+            .iter()
+            .map(|(from, to, set, peak)| {
+                format!(
+                    "{{ days = [{}], from = \"{}\", to = \"{}\", period = \"{}\" }}",
+                    days[*set as usize],
+                    hhmm(*from),
+                    hhmm(*to),
+                    if *peak { "peak" } else { "off" }
+                )
+            })
+            .collect();
+        let text = format!(
+            "id = \"p\"\nname = \"p\"\ncurrency = \"EUR\"\nrounding = \"half-up\"\ntime_zone = \"UTC\"\n\
+             [[versions]]\nvalid_from = 2026-01-01\n[versions.energy]\ntype = \"time-of-use\"\n\
+             periods = [{{ name = \"peak\", price_per_kwh = 2 }}, {{ name = \"off\", price_per_kwh = 1 }}]\n\
+             windows = [{}]\n",
+            list.join(", ")
+        );
+        // Coverage per day type (mon..sun, holiday) in half hours, computed independently.
+        let mut cover = [[0u8; 48]; 8];
+        for (from, to, set, _) in &windows {
+            let members: &[usize] = match set {
+                0 => &[0, 1, 2, 3, 4, 5, 6, 7],
+                1 => &[0, 1, 2, 3, 4],
+                2 => &[5, 6, 7],
+                _ => &[0],
+            };
+            let halves: Vec<u32> = if from < to { (*from..*to).collect() } else { (*from..48).chain(0..*to).collect() };
+            for m in members {
+                for h in &halves {
+                    cover[*m][*h as usize] += 1;
+                }
+            }
+        }
+        let valid_shape = windows.iter().all(|(from, to, _, _)| from != to && *from < 48);
+        let tiles = cover.iter().all(|day| day.iter().all(|c| *c == 1));
+        match Tariff::from_toml(&text) {
+            Ok(_) => prop_assert!(valid_shape && tiles, "accepted a schedule that does not tile:\n{}", text),
+            Err(e) => {
+                prop_assert!(!(valid_shape && tiles), "rejected a tiling schedule: {}\n{}", e, text);
+                prop_assert!(e.location().contains("windows"), "{}", e);
+            }
+        }
+    }
+
+    /// Whatever readings arrive (unsorted, overlapping, outside the cycle, crossing windows),
+    /// rating returns a bill or an error; it never panics.
+    #[test]
+    fn rating_arbitrary_readings_never_panics(
+        example in 0..EXAMPLES.len(),
+        raw in prop::collection::vec((-2000i64..50_000, 1i64..200, 0u64..5000, 0u64..5000), 0..40),
+    ) {
+        let t = tariff(EXAMPLES[example]);
+        let cycle = Cycle::new(d(2026, 3, 20), d(2026, 4, 10));
+        let origin = start_of_day(t.time_zone(), cycle.start);
+        let rs = raw
+            .iter()
+            .map(|(start_min, len_min, import_wh, export_wh)| billing::IntervalReading {
+                start: origin + Duration::minutes(*start_min),
+                end: origin + Duration::minutes(start_min + len_min),
+                import_wh: *import_wh,
+                export_wh: *export_wh,
+            })
+            .collect();
+        let inp = input(cycle, rs);
+        if let Ok(bill) = rate_cycle(&t, &inp) {
+            check_arithmetic(&bill)?;
+        }
+        let _ = project(&t, &inp, origin + Duration::days(10));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Windows cut at random half hours around the clock (the last one crossing midnight unless
+    /// a cut falls on 00:00) always tile the day; rating a day of half-hour readings puts each
+    /// half hour in the period of its window.
+    #[test]
+    fn tiling_schedules_are_accepted_and_classify_every_half_hour(
+        cuts in prop::collection::btree_set(0u32..48, 2..7),
+        peaks in prop::collection::vec(any::<bool>(), 7),
+    ) {
+        let cuts: Vec<u32> = cuts.into_iter().collect();
+        let hhmm = |half_hours: u32| format!("{:02}:{:02}", half_hours / 2, (half_hours % 2) * 30);
+        let mut windows = Vec::new();
+        let mut peak_half_hours = 0u32;
+        for (i, from) in cuts.iter().enumerate() {
+            let to = cuts[(i + 1) % cuts.len()];
+            let name = if peaks[i] { "peak" } else { "off" };
+            let end = if to == 0 { "24:00".to_owned() } else { hhmm(to) };
+            windows.push(format!("{{ days = [\"all\"], from = \"{}\", to = \"{end}\", period = \"{name}\" }}", hhmm(*from)));
+            if peaks[i] {
+                peak_half_hours += (to + 48 - from) % 48;
+            }
+        }
+        let text = format!(
+            "id = \"p\"\nname = \"p\"\ncurrency = \"EUR\"\nrounding = \"half-up\"\ntime_zone = \"Europe/Paris\"\n\
+             [[versions]]\nvalid_from = 2026-01-01\n[versions.energy]\ntype = \"time-of-use\"\n\
+             periods = [{{ name = \"peak\", price_per_kwh = 2 }}, {{ name = \"off\", price_per_kwh = 1 }}]\n\
+             windows = [{}]\n",
+            windows.join(", ")
+        );
+        let t = Tariff::from_toml(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        let c = Cycle::new(d(2026, 5, 4), d(2026, 5, 5));
+        let bill = rate_cycle(&t, &input(c, readings(&t, c.start, c.end, 30, |_| (1000, 0)))).unwrap();
+        prop_assert_eq!(bill.lines[0].quantity, Decimal::from(peak_half_hours));
+        prop_assert_eq!(bill.lines[1].quantity, Decimal::from(48 - peak_half_hours));
+    }
+}
