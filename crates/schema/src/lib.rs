@@ -13,6 +13,7 @@
 //!   [`seal_commands`]/[`open_commands`] do the whole trip.
 //! - [`ReplayWindow`]: accepts each `(boot_id, seq)` of a meter once in bounded memory.
 //! - [`MeterId`]: `[a-z0-9][a-z0-9-]{0,62}`, validated once at the edge.
+//! - `From` conversions from `metrology`'s energy registers and window reports.
 //!
 //! # Choices
 //! - **Encoding: CBOR** (RFC 8949). It is self-describing like JSON, so a decoder can skip
@@ -77,6 +78,7 @@
 
 mod cbor;
 mod command;
+mod convert;
 mod envelope;
 mod error;
 mod meter;

@@ -266,44 +266,7 @@ impl Batch {
         self.check_shape()?;
         let mut items = Vec::with_capacity(self.records.len());
         for r in &self.records {
-            let (kind, seq, t_ms) = (r.body.kind(), r.seq, r.t_ms);
-            let body = match &r.body {
-                Body::Reading(b) => Value::serialized(&WireRecord {
-                    kind,
-                    seq,
-                    t_ms,
-                    body: b,
-                }),
-                Body::Event(b) => Value::serialized(&WireRecord {
-                    kind,
-                    seq,
-                    t_ms,
-                    body: b,
-                }),
-                Body::Ack(b) => Value::serialized(&WireRecord {
-                    kind,
-                    seq,
-                    t_ms,
-                    body: b,
-                }),
-                Body::Heartbeat(b) => Value::serialized(&WireRecord {
-                    kind,
-                    seq,
-                    t_ms,
-                    body: b,
-                }),
-                Body::Unknown { body_cbor, .. } => {
-                    let raw = cbor::value_from_slice("unknown record body", body_cbor)?;
-                    Value::serialized(&WireRecord {
-                        kind,
-                        seq,
-                        t_ms,
-                        body: &raw,
-                    })
-                }
-            }
-            .map_err(|e| Error::malformed(format!("record seq {seq}"), e))?;
-            items.push(body);
+            items.push(r.to_value()?);
         }
         cbor::to_vec("batch", &Value::Array(items))
     }
@@ -374,6 +337,59 @@ impl Batch {
             }
         }
         Ok(())
+    }
+}
+
+impl Record {
+    /// Encodes one record as the CBOR map it is inside a batch (for local queues such as the
+    /// agent's outbox; the wire always carries whole sealed batches).
+    pub fn to_cbor(&self) -> Result<Vec<u8>, Error> {
+        cbor::to_vec("record", &self.to_value()?)
+    }
+
+    fn to_value(&self) -> Result<Value, Error> {
+        let (kind, seq, t_ms) = (self.body.kind(), self.seq, self.t_ms);
+        match &self.body {
+            Body::Reading(b) => Value::serialized(&WireRecord {
+                kind,
+                seq,
+                t_ms,
+                body: b,
+            }),
+            Body::Event(b) => Value::serialized(&WireRecord {
+                kind,
+                seq,
+                t_ms,
+                body: b,
+            }),
+            Body::Ack(b) => Value::serialized(&WireRecord {
+                kind,
+                seq,
+                t_ms,
+                body: b,
+            }),
+            Body::Heartbeat(b) => Value::serialized(&WireRecord {
+                kind,
+                seq,
+                t_ms,
+                body: b,
+            }),
+            Body::Unknown { body_cbor, .. } => {
+                let raw = cbor::value_from_slice("unknown record body", body_cbor)?;
+                Value::serialized(&WireRecord {
+                    kind,
+                    seq,
+                    t_ms,
+                    body: &raw,
+                })
+            }
+        }
+        .map_err(|e| Error::malformed(format!("record seq {seq}"), e))
+    }
+
+    /// Decodes what [`to_cbor`](Self::to_cbor) produced.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Record, Error> {
+        decode_record(0, &cbor::value_from_slice("record", bytes)?)
     }
 }
 
