@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{NaiveDate, NaiveDateTime, Timelike};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -375,6 +375,26 @@ impl Tariff {
     /// The dates from which each version is in force, oldest first.
     pub fn version_dates(&self) -> Vec<NaiveDate> {
         self.versions.iter().map(|v| v.valid_from).collect()
+    }
+
+    /// The energy price in force at an instant, for display and peak-hour alerts: the
+    /// time-of-use period's name and price, or the flat price with no period name. `None` before
+    /// the first version, and for tiered pricing (whose price depends on the cycle's total).
+    pub fn energy_price_at(&self, t: DateTime<Utc>) -> Option<(Option<&str>, Decimal)> {
+        let l = crate::calendar::local(self.time_zone, t);
+        let version = self
+            .versions
+            .iter()
+            .rev()
+            .find(|v| v.valid_from <= l.date())?;
+        match &version.energy {
+            EnergyPricing::Flat { price_per_kwh } => Some((None, *price_per_kwh)),
+            EnergyPricing::Tiered(_) => None,
+            EnergyPricing::TimeOfUse(tou) => {
+                let p = &tou.periods[tou.period_at(self.holidays.day_type(l.date()), l)];
+                Some((Some(p.name.as_str()), p.price_per_kwh))
+            }
+        }
     }
 }
 

@@ -168,3 +168,44 @@ fn bill_to_date_charges_the_days_begun_and_the_energy_known() {
     assert_eq!(amounts, ["27.93", "6.01", "1.70"]);
     assert_eq!(bill.total, dec("35.64"));
 }
+
+#[test]
+fn energy_price_at_an_instant_follows_windows_holidays_and_versions() {
+    use chrono::TimeZone;
+    let us = tariff("us_commercial_tou_demand.toml");
+    let la = |m, day, h| {
+        chrono_tz::America::Los_Angeles
+            .with_ymd_and_hms(2026, m, day, h, 0, 0)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    assert_eq!(
+        us.energy_price_at(la(7, 7, 17)),
+        Some((Some("peak"), dec("0.45")))
+    );
+    assert_eq!(
+        us.energy_price_at(la(7, 7, 21)),
+        Some((Some("off-peak"), dec("0.25")))
+    );
+    // Friday 3 July is a holiday: off-peak all day.
+    assert_eq!(
+        us.energy_price_at(la(7, 3, 17)),
+        Some((Some("off-peak"), dec("0.25")))
+    );
+
+    let gb = tariff("gb_single_rate.toml");
+    let at = |date| start_of_day(gb.time_zone(), date) + Duration::hours(12);
+    assert_eq!(
+        gb.energy_price_at(at(d(2026, 3, 31))),
+        Some((None, dec("0.2450")))
+    );
+    assert_eq!(
+        gb.energy_price_at(at(d(2026, 4, 1))),
+        Some((None, dec("0.2573")))
+    );
+    assert_eq!(gb.energy_price_at(at(d(2025, 12, 31))), None);
+    assert_eq!(
+        tariff("mx_tarifa1_telescopic.toml").energy_price_at(at(d(2026, 4, 1))),
+        None
+    );
+}
