@@ -743,10 +743,262 @@ impl HdlcServerLink {
     }
 }
 
+/// What the client link produced from one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientLinkEvent {
+    /// Nothing to do.
+    None,
+    /// The server accepted SNRM with these parameters (ours, as seen from the client).
+    Connected(LinkParameters),
+    /// Send this frame (an RR asking for the next segment, or our next segment).
+    Send(Vec<u8>),
+    /// A complete APDU from the server, LLC header removed.
+    Apdu(Vec<u8>),
+    /// The server confirmed DISC or answered DM.
+    Disconnected,
+}
+
+/// The client (primary station) side of an HDLC link, window size 1: SNRM/UA, segmentation of
+/// requests, reassembly of responses, DISC.
+#[derive(Debug, Clone)]
+pub struct HdlcClientLink {
+    client: u8,
+    server: Address,
+    proposed: LinkParameters,
+    params: Option<LinkParameters>,
+    send_seq: u8,
+    recv_seq: u8,
+    rx: Vec<u8>,
+    tx: Vec<Vec<u8>>,
+}
+
+impl HdlcClientLink {
+    /// A link from client SAP `client` to `server`, proposing `proposed` in SNRM.
+    pub fn new(client: u8, server: Address, proposed: LinkParameters) -> Self {
+        HdlcClientLink {
+            client,
+            server,
+            proposed,
+            params: None,
+            send_seq: 0,
+            recv_seq: 0,
+            rx: Vec::new(),
+            tx: Vec::new(),
+        }
+    }
+
+    fn frame(&self, control: Control, info: Vec<u8>, segmented: bool) -> Result<Vec<u8>> {
+        Repr {
+            segmented,
+            destination: self.server,
+            source: Address::One(self.client),
+            control,
+            info,
+        }
+        .emit()
+    }
+
+    /// The parameters agreed with the server, once connected.
+    pub fn parameters(&self) -> Option<LinkParameters> {
+        self.params
+    }
+
+    /// The SNRM frame that opens the link.
+    pub fn snrm(&mut self) -> Result<Vec<u8>> {
+        self.params = None;
+        self.frame(Control::Snrm { poll: true }, self.proposed.emit(), false)
+    }
+
+    /// The DISC frame that closes the link.
+    pub fn disc(&mut self) -> Result<Vec<u8>> {
+        self.frame(Control::Disc { poll: true }, Vec::new(), false)
+    }
+
+    /// Sends an APDU: returns the first I-frame; further segments go out as the server
+    /// acknowledges with RR.
+    pub fn send_apdu(&mut self, apdu: &[u8]) -> Result<Vec<u8>> {
+        let params = self.params.ok_or(Error::new(
+            ErrorKind::State("hdlc link not connected"),
+            "hdlc client",
+        ))?;
+        let mut data = LLC_REQUEST.to_vec();
+        data.extend_from_slice(apdu);
+        self.tx = data
+            .chunks((params.max_info_tx as usize).max(16))
+            .map(<[u8]>::to_vec)
+            .collect();
+        self.rx.clear();
+        self.next_segment()
+    }
+
+    fn next_segment(&mut self) -> Result<Vec<u8>> {
+        let info = self.tx.remove(0);
+        let more = !self.tx.is_empty();
+        let control = Control::I {
+            send_seq: self.send_seq,
+            recv_seq: self.recv_seq,
+            poll: true,
+        };
+        self.send_seq = (self.send_seq + 1) & 7;
+        self.frame(control, info, more)
+    }
+
+    /// Handles one frame from the server.
+    pub fn receive(&mut self, frame: &Repr) -> Result<ClientLinkEvent> {
+        const CTX: &str = "hdlc client";
+        if frame.destination != Address::One(self.client) {
+            return Ok(ClientLinkEvent::None);
+        }
+        match frame.control {
+            Control::Ua { .. } if self.params.is_none() => {
+                let server = LinkParameters::parse(&frame.info)?;
+                // The server's transmit size is what we receive, and the other way round.
+                let agreed = LinkParameters {
+                    max_info_tx: server.max_info_rx.min(self.proposed.max_info_tx),
+                    max_info_rx: server.max_info_tx.min(self.proposed.max_info_rx),
+                    window_tx: 1,
+                    window_rx: 1,
+                };
+                self.params = Some(agreed);
+                self.send_seq = 0;
+                self.recv_seq = 0;
+                Ok(ClientLinkEvent::Connected(agreed))
+            }
+            Control::Ua { .. } | Control::Dm { .. } => {
+                let was_connecting = self.params.is_none();
+                self.params = None;
+                if was_connecting && matches!(frame.control, Control::Dm { .. }) {
+                    return Err(Error::new(
+                        ErrorKind::Peer("hdlc link refused (DM)", 0x1F),
+                        CTX,
+                    ));
+                }
+                Ok(ClientLinkEvent::Disconnected)
+            }
+            Control::Frmr { .. } => Err(Error::new(
+                ErrorKind::Peer("hdlc frame rejected (FRMR)", 0x97),
+                CTX,
+            )),
+            Control::Rr { recv_seq, .. } => {
+                if recv_seq == self.send_seq && !self.tx.is_empty() {
+                    return Ok(ClientLinkEvent::Send(self.next_segment()?));
+                }
+                Ok(ClientLinkEvent::None)
+            }
+            Control::I { send_seq, .. } => {
+                if send_seq != self.recv_seq {
+                    return Err(Error::new(
+                        ErrorKind::Peer("hdlc frame out of sequence", send_seq),
+                        CTX,
+                    ));
+                }
+                self.recv_seq = (self.recv_seq + 1) & 7;
+                if self.rx.len() + frame.info.len() > 0xFFFF {
+                    return Err(Error::new(
+                        ErrorKind::LengthOutOfRange {
+                            length: self.rx.len(),
+                            max: 0xFFFF,
+                        },
+                        CTX,
+                    ));
+                }
+                self.rx.extend_from_slice(&frame.info);
+                if frame.segmented {
+                    let rr = self.frame(
+                        Control::Rr {
+                            recv_seq: self.recv_seq,
+                            poll: true,
+                        },
+                        Vec::new(),
+                        false,
+                    )?;
+                    return Ok(ClientLinkEvent::Send(rr));
+                }
+                let mut apdu = core::mem::take(&mut self.rx);
+                if apdu.starts_with(&LLC_RESPONSE) {
+                    apdu.drain(..3);
+                }
+                Ok(ClientLinkEvent::Apdu(apdu))
+            }
+            _ => Ok(ClientLinkEvent::None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::hex;
+
+    #[test]
+    fn client_and_server_links_talk_through_segmentation_both_ways() {
+        let mut server = HdlcServerLink::new(1, 48);
+        let mut client = HdlcClientLink::new(
+            0x10,
+            Address::Two {
+                upper: 1,
+                lower: 0x11,
+            },
+            LinkParameters {
+                max_info_tx: 40,
+                max_info_rx: 24,
+                ..LinkParameters::default()
+            },
+        );
+        // Delivers a frame to the other side and returns what it sends back.
+        fn to_server(server: &mut HdlcServerLink, bytes: &[u8]) -> LinkEvent {
+            server.receive(&parse(bytes))
+        }
+        let LinkEvent::Send(ua) = to_server(&mut server, &client.snrm().unwrap()) else {
+            panic!()
+        };
+        let ClientLinkEvent::Connected(p) = client.receive(&parse(&ua)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.max_info_tx, p.max_info_rx), (40, 24));
+        let request: Vec<u8> = (0..100).collect();
+        let mut frame = client.send_apdu(&request).unwrap();
+        let apdu = loop {
+            match to_server(&mut server, &frame) {
+                LinkEvent::Send(rr) => {
+                    let ClientLinkEvent::Send(next) = client.receive(&parse(&rr)).unwrap() else {
+                        panic!()
+                    };
+                    frame = next;
+                }
+                LinkEvent::Apdu { apdu, .. } => break apdu,
+                LinkEvent::None => panic!(),
+            }
+        };
+        assert_eq!(apdu, request);
+        let answer: Vec<u8> = (0..90).rev().collect();
+        let mut frame = server.send_apdu(&answer).unwrap();
+        let got = loop {
+            assert!(
+                parse(&frame).info.len() <= 24,
+                "server honours our max_info_rx"
+            );
+            match client.receive(&parse(&frame)).unwrap() {
+                ClientLinkEvent::Send(rr) => {
+                    let LinkEvent::Send(next) = to_server(&mut server, &rr) else {
+                        panic!()
+                    };
+                    frame = next;
+                }
+                ClientLinkEvent::Apdu(a) => break a,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(got, answer);
+        let LinkEvent::Send(ua) = to_server(&mut server, &client.disc().unwrap()) else {
+            panic!()
+        };
+        assert_eq!(
+            client.receive(&parse(&ua)).unwrap(),
+            ClientLinkEvent::Disconnected
+        );
+        assert!(client.send_apdu(&[1]).is_err());
+    }
 
     #[test]
     fn crc_matches_the_x25_check_value() {

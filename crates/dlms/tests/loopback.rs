@@ -452,3 +452,47 @@ fn client_counter_out_of_sync_is_recovered_by_reading_the_counter_object() {
     .unwrap();
     assert_eq!(c.associate().unwrap(), Event::Associated);
 }
+
+#[test]
+fn our_client_over_hdlc_reads_profile_and_operates_relay_with_small_segments() {
+    use crate::support::tcp::{Framing, HdlcClientConn};
+    let meter = Arc::new(Mutex::new(DemoMeter::new(demo_meter::now_unix(), 1500.0)));
+    let counters = Arc::new(Mutex::new(MemoryCounterStore::new(1)));
+    let config = ServerConfig::wattline(
+        SERVER_TITLE,
+        b"demo-lls",
+        Keys::GREEN_BOOK_EXAMPLE,
+        CLIENT_TITLE,
+    );
+    let server = TestServer::spawn_with(Framing::Hdlc, config, meter.clone(), counters);
+    // 64-byte information fields: every APDU above that is segmented by HDLC, and the profile
+    // buffer is additionally split by GET block transfer.
+    let mut c = HdlcClientConn::connect(
+        server.addr,
+        Client::new(ClientConfig::new(1, hls())),
+        MemoryCounterStore::new(1),
+        64,
+    )
+    .unwrap();
+    assert_eq!(c.associate().unwrap(), Event::Associated);
+    let req = c
+        .client
+        .get(attr(7, demo_meter::LOAD_PROFILE, 2), None, &mut c.counters)
+        .unwrap();
+    let Event::Value(Data::Array(rows)) = c.exchange(req).unwrap() else {
+        panic!()
+    };
+    assert_eq!(rows.len(), 96);
+    let dc = MethodDescriptor {
+        class_id: 70,
+        instance: demo_meter::DISCONNECT_CONTROL,
+        method_id: 1,
+    };
+    let req = c
+        .client
+        .action(dc, Some(Data::Integer(0)), &mut c.counters)
+        .unwrap();
+    assert_eq!(c.exchange(req).unwrap(), Event::ActionDone(None));
+    assert_eq!(meter.lock().unwrap().relay, ControlState::Disconnected);
+    c.close().unwrap();
+}

@@ -274,3 +274,119 @@ impl ClientConn {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
+
+/// Our client over HDLC carried on a TCP stream (as through a serial-to-TCP converter).
+pub struct HdlcClientConn {
+    stream: TcpStream,
+    decoder: hdlc::StreamDecoder,
+    link: hdlc::HdlcClientLink,
+    pub client: Client,
+    pub counters: MemoryCounterStore,
+}
+
+impl HdlcClientConn {
+    /// Connects and opens the HDLC link (SNRM/UA) with the given maximum information sizes.
+    pub fn connect(
+        addr: SocketAddr,
+        client: Client,
+        counters: MemoryCounterStore,
+        max_info: u16,
+    ) -> Result<HdlcClientConn, String> {
+        let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let cfg = client.config().clone();
+        let params = hdlc::LinkParameters {
+            max_info_tx: max_info,
+            max_info_rx: max_info,
+            ..Default::default()
+        };
+        let server = hdlc::Address::Two {
+            upper: cfg.server_logical_device as u8,
+            lower: 0x11,
+        };
+        let link = hdlc::HdlcClientLink::new(cfg.client_sap as u8, server, params);
+        let mut conn = HdlcClientConn {
+            stream,
+            decoder: hdlc::StreamDecoder::new(),
+            link,
+            client,
+            counters,
+        };
+        let snrm = conn.link.snrm().map_err(|e| e.to_string())?;
+        match conn.link_exchange(snrm)? {
+            hdlc::ClientLinkEvent::Connected(_) => Ok(conn),
+            other => Err(format!("snrm answered with {other:?}")),
+        }
+    }
+
+    fn next_event(&mut self) -> Result<hdlc::ClientLinkEvent, String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+                return self.link.receive(&frame).map_err(|e| e.to_string());
+            }
+            let n = self.stream.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    /// Sends a frame and runs the link until it yields something other than a link-level Send.
+    fn link_exchange(&mut self, mut frame: Vec<u8>) -> Result<hdlc::ClientLinkEvent, String> {
+        loop {
+            self.stream.write_all(&frame).map_err(|e| e.to_string())?;
+            loop {
+                match self.next_event()? {
+                    hdlc::ClientLinkEvent::Send(next) => {
+                        frame = next;
+                        break;
+                    }
+                    hdlc::ClientLinkEvent::None => continue,
+                    other => return Ok(other),
+                }
+            }
+        }
+    }
+
+    /// Sends `apdu` and follows `Event::Send` continuations until a final event.
+    pub fn exchange(&mut self, mut apdu: Vec<u8>) -> Result<Event, String> {
+        loop {
+            let first = self.link.send_apdu(&apdu).map_err(|e| e.to_string())?;
+            let reply = match self.link_exchange(first)? {
+                hdlc::ClientLinkEvent::Apdu(a) => a,
+                other => return Err(format!("expected an apdu, got {other:?}")),
+            };
+            match self
+                .client
+                .handle(&reply, &mut self.counters)
+                .map_err(|e| e.to_string())?
+            {
+                Event::Send(next) => apdu = next,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    pub fn associate(&mut self) -> Result<Event, String> {
+        let aarq = self
+            .client
+            .associate(&mut self.counters)
+            .map_err(|e| e.to_string())?;
+        self.exchange(aarq)
+    }
+
+    /// Releases the association and closes the link.
+    pub fn close(&mut self) -> Result<(), String> {
+        let rlrq = self.client.release().map_err(|e| e.to_string())?;
+        self.exchange(rlrq)?;
+        let disc = self.link.disc().map_err(|e| e.to_string())?;
+        match self.link_exchange(disc)? {
+            hdlc::ClientLinkEvent::Disconnected => Ok(()),
+            other => Err(format!("disc answered with {other:?}")),
+        }
+    }
+}
