@@ -1,0 +1,1 @@
+//! `server`: the data centre — ingest, store, API (placeholder until implemented).
