@@ -85,110 +85,213 @@ fn sigmoid(m: f64) -> f64 {
     1.0 / (1.0 + (-m).exp())
 }
 
-struct Builder<'p> {
-    params: &'p GbtParams,
-    nodes: Vec<Node>,
+/// Per-feature sample order, computed once per training: the indices with a value sorted by it,
+/// and the indices where the feature is missing.
+struct FeatureOrder {
+    sorted: Vec<Vec<u32>>,
+    missing: Vec<Vec<u32>>,
 }
 
-impl Builder<'_> {
-    fn leaf_value(&self, g: f64, h: f64) -> f64 {
-        -g / (h + self.params.lambda) * self.params.learning_rate
+impl FeatureOrder {
+    fn new(rows: &[&[f32; FEATURE_COUNT]]) -> Self {
+        let mut sorted = Vec::with_capacity(FEATURE_COUNT);
+        let mut missing = Vec::with_capacity(FEATURE_COUNT);
+        for f in 0..FEATURE_COUNT {
+            let (mut present, mut absent) = (Vec::new(), Vec::new());
+            for (i, x) in rows.iter().enumerate() {
+                if x[f].is_nan() {
+                    absent.push(i as u32);
+                } else {
+                    present.push(i as u32);
+                }
+            }
+            present.sort_unstable_by(|&a, &b| rows[a as usize][f].total_cmp(&rows[b as usize][f]));
+            sorted.push(present);
+            missing.push(absent);
+        }
+        Self { sorted, missing }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    g: f64,
+    h: f64,
+    n: usize,
+}
+
+impl Stats {
+    fn add(&mut self, s: &Sample<'_>) {
+        self.g += s.g;
+        self.h += s.h;
+        self.n += 1;
     }
 
-    fn build(&mut self, samples: &[Sample<'_>], idx: Vec<usize>, depth: usize) -> usize {
-        let (g, h) = idx.iter().fold((0.0, 0.0), |(g, h), &i| {
-            (g + samples[i].g, h + samples[i].h)
-        });
-        let value = self.leaf_value(g, h);
-        let at = self.nodes.len();
-        self.nodes.push(Node::Leaf { value });
-        if depth >= self.params.max_depth || idx.len() < 2 * self.params.min_samples_leaf {
-            return at;
+    fn plus(self, o: Stats) -> Stats {
+        Stats {
+            g: self.g + o.g,
+            h: self.h + o.h,
+            n: self.n + o.n,
         }
-        let Some((feature, threshold, missing_left)) = self.best_split(samples, &idx, g, h) else {
-            return at;
+    }
+
+    fn minus(self, o: Stats) -> Stats {
+        Stats {
+            g: self.g - o.g,
+            h: self.h - o.h,
+            n: self.n - o.n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    gain: f64,
+    feature: usize,
+    threshold: f32,
+    missing_left: bool,
+}
+
+const DONE: usize = usize::MAX;
+
+/// Grows one tree level by level with exact greedy splits: per level and feature, one pass over
+/// the presorted samples serves every node of the level (XGBoost's exact algorithm), so a tree
+/// costs O(depth × features × samples) instead of a sort at every node.
+fn grow_tree(samples: &[Sample<'_>], order: &FeatureOrder, params: &GbtParams) -> Vec<Node> {
+    let lambda = params.lambda;
+    let leaf = |st: Stats| -st.g / (st.h + lambda) * params.learning_rate;
+    let score = |st: Stats| st.g * st.g / (st.h + lambda);
+    let mut root = Stats::default();
+    samples.iter().for_each(|s| root.add(s));
+    let mut nodes = vec![Node::Leaf { value: leaf(root) }];
+    let mut stats = vec![root];
+    // The node each sample sits in, or DONE once that node stopped growing.
+    let mut node_of = vec![0usize; samples.len()];
+    let mut frontier = vec![0usize];
+    for _ in 0..params.max_depth {
+        let mut slot = vec![DONE; nodes.len()];
+        let growable: Vec<usize> = frontier
+            .iter()
+            .copied()
+            .filter(|&k| stats[k].n >= 2 * params.min_samples_leaf)
+            .collect();
+        if growable.is_empty() {
+            break;
+        }
+        for (j, &k) in growable.iter().enumerate() {
+            slot[k] = j;
+        }
+        let slot_of = |i: usize| {
+            let k = node_of[i];
+            if k == DONE { DONE } else { slot[k] }
         };
-        let (left, right): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| {
+        let mut best: Vec<Option<Candidate>> = vec![None; growable.len()];
+        let mut left = vec![Stats::default(); growable.len()];
+        let mut last = vec![f32::NAN; growable.len()];
+        let mut miss = vec![Stats::default(); growable.len()];
+        for f in 0..FEATURE_COUNT {
+            left.fill(Stats::default());
+            last.fill(f32::NAN);
+            miss.fill(Stats::default());
+            for &i in &order.missing[f] {
+                let j = slot_of(i as usize);
+                if j != DONE {
+                    miss[j].add(&samples[i as usize]);
+                }
+            }
+            for &i in &order.sorted[f] {
+                let i = i as usize;
+                let j = slot_of(i);
+                if j == DONE {
+                    continue;
+                }
+                let v = samples[i].x[f];
+                if !last[j].is_nan() && v > last[j] {
+                    let total = stats[growable[j]];
+                    for missing_left in [false, true] {
+                        let l = if missing_left {
+                            left[j].plus(miss[j])
+                        } else {
+                            left[j]
+                        };
+                        let r = total.minus(l);
+                        if l.n >= params.min_samples_leaf && r.n >= params.min_samples_leaf {
+                            let gain = score(l) + score(r) - score(total);
+                            if gain > 1e-9 && best[j].is_none_or(|b| gain > b.gain) {
+                                best[j] = Some(Candidate {
+                                    gain,
+                                    feature: f,
+                                    threshold: last[j] + (v - last[j]) / 2.0,
+                                    missing_left,
+                                });
+                            }
+                        }
+                        if miss[j].n == 0 {
+                            break;
+                        }
+                    }
+                }
+                left[j].add(&samples[i]);
+                last[j] = v;
+            }
+        }
+        let mut children = vec![(DONE, DONE); growable.len()];
+        let mut next = Vec::new();
+        for (j, &k) in growable.iter().enumerate() {
+            let Some(c) = best[j] else { continue };
+            let (l, r) = (nodes.len(), nodes.len() + 1);
+            nodes.extend([Node::Leaf { value: 0.0 }, Node::Leaf { value: 0.0 }]);
+            stats.extend([Stats::default(), Stats::default()]);
+            nodes[k] = Node::Split {
+                feature: c.feature,
+                threshold: c.threshold,
+                missing_left: c.missing_left,
+                left: l,
+                right: r,
+                value: leaf(stats[k]),
+            };
+            children[j] = (l, r);
+            next.extend([l, r]);
+        }
+        for (i, k) in node_of.iter_mut().enumerate() {
+            if *k == DONE {
+                continue;
+            }
+            let j = slot[*k];
+            if j == DONE || children[j].0 == DONE {
+                *k = DONE;
+                continue;
+            }
+            let Node::Split {
+                feature,
+                threshold,
+                missing_left,
+                ..
+            } = nodes[*k]
+            else {
+                unreachable!("the node was split above")
+            };
             let v = samples[i].x[feature];
-            if v.is_nan() {
+            let go_left = if v.is_nan() {
                 missing_left
             } else {
                 v <= threshold
-            }
-        });
-        let l = self.build(samples, left, depth + 1);
-        let r = self.build(samples, right, depth + 1);
-        self.nodes[at] = Node::Split {
-            feature,
-            threshold,
-            missing_left,
-            left: l,
-            right: r,
-            value,
-        };
-        at
-    }
-
-    fn best_split(
-        &self,
-        samples: &[Sample<'_>],
-        idx: &[usize],
-        g: f64,
-        h: f64,
-    ) -> Option<(usize, f32, bool)> {
-        let lambda = self.params.lambda;
-        let min_leaf = self.params.min_samples_leaf;
-        let parent = g * g / (h + lambda);
-        let mut best: Option<(f64, usize, f32, bool)> = None;
-        let mut sorted: Vec<(f32, f64, f64)> = Vec::with_capacity(idx.len());
-        for f in 0..FEATURE_COUNT {
-            sorted.clear();
-            let (mut gm, mut hm, mut nm) = (0.0, 0.0, 0usize);
-            for &i in idx {
-                let s = &samples[i];
-                let v = s.x[f];
-                if v.is_nan() {
-                    gm += s.g;
-                    hm += s.h;
-                    nm += 1;
-                } else {
-                    sorted.push((v, s.g, s.h));
-                }
-            }
-            if sorted.len() < 2 {
-                continue;
-            }
-            sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-            let (mut gl, mut hl) = (0.0, 0.0);
-            for k in 0..sorted.len() - 1 {
-                gl += sorted[k].1;
-                hl += sorted[k].2;
-                if sorted[k].0 == sorted[k + 1].0 {
-                    continue;
-                }
-                let nl = k + 1;
-                let nr = sorted.len() - nl;
-                for missing_left in [false, true] {
-                    let (gl2, hl2, nl2) = if missing_left {
-                        (gl + gm, hl + hm, nl + nm)
-                    } else {
-                        (gl, hl, nl)
-                    };
-                    let nr2 = if missing_left { nr } else { nr + nm };
-                    if nl2 < min_leaf || nr2 < min_leaf {
-                        continue;
-                    }
-                    let (gr2, hr2) = (g - gl2, h - hl2);
-                    let gain = gl2 * gl2 / (hl2 + lambda) + gr2 * gr2 / (hr2 + lambda) - parent;
-                    if gain > 1e-9 && best.is_none_or(|b| gain > b.0) {
-                        let threshold = sorted[k].0 + (sorted[k + 1].0 - sorted[k].0) / 2.0;
-                        best = Some((gain, f, threshold, missing_left));
-                    }
-                }
-            }
+            };
+            *k = if go_left {
+                children[j].0
+            } else {
+                children[j].1
+            };
+            stats[*k].add(&samples[i]);
         }
-        best.map(|(_, f, t, m)| (f, t, m))
+        for &k in &next {
+            nodes[k] = Node::Leaf {
+                value: leaf(stats[k]),
+            };
+        }
+        frontier = next;
     }
+    nodes
 }
 
 impl GbtModel {
@@ -248,6 +351,9 @@ impl GbtModel {
         let base = (p0 / (1.0 - p0)).ln();
         let mut margins = vec![base; rows.len()];
         let mut trees = Vec::with_capacity(params.trees);
+        let features: Vec<&[f32; FEATURE_COUNT]> =
+            rows.iter().map(|&(i, _)| &set.meters[i].values).collect();
+        let order = FeatureOrder::new(&features);
         for _ in 0..params.trees {
             let samples: Vec<Sample<'_>> = rows
                 .iter()
@@ -261,12 +367,7 @@ impl GbtModel {
                     }
                 })
                 .collect();
-            let mut builder = Builder {
-                params,
-                nodes: Vec::new(),
-            };
-            builder.build(&samples, (0..samples.len()).collect(), 0);
-            let tree = builder.nodes;
+            let tree = grow_tree(&samples, &order, params);
             for (m, &(i, _)) in margins.iter_mut().zip(&rows) {
                 *m += leaf(&tree, &set.meters[i].values);
             }
@@ -514,4 +615,48 @@ pub fn parse_labels(text: &str) -> Result<Vec<(String, bool)>, Error> {
         out.push((fields[0].to_owned(), label));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pattern::MeterFeatures;
+
+    fn meter(id: usize, x0: f32, x1: f32) -> MeterFeatures {
+        let mut values = [0.0f32; FEATURE_COUNT];
+        values[0] = x0;
+        values[1] = x1;
+        MeterFeatures::for_tests(format!("m{id}"), values)
+    }
+
+    #[test]
+    fn learns_a_threshold_and_where_missing_values_belong() {
+        // Theft iff x0 > 0.6; thieves also have x1 missing half of the time, honest never.
+        let mut meters = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..400 {
+            let x0 = (i % 100) as f32 / 100.0;
+            let theft = x0 > 0.6;
+            let x1 = if theft && i % 2 == 0 {
+                f32::NAN
+            } else {
+                (i % 7) as f32
+            };
+            meters.push(meter(i, x0, x1));
+            labels.push((format!("m{i}"), theft));
+        }
+        let set = FeatureSet {
+            meters,
+            excluded: Vec::new(),
+        };
+        let (model, diagnostics) = GbtModel::train(&set, &labels, &GbtParams::default()).unwrap();
+        assert!(diagnostics.is_empty());
+        let p = |x0: f32, x1: f32| model.predict(&meter(0, x0, x1).values);
+        assert!(p(0.9, 1.0) > 0.9, "{}", p(0.9, 1.0));
+        assert!(p(0.2, 1.0) < 0.1, "{}", p(0.2, 1.0));
+        // Missing x1 was only ever seen on thieves, and x0 decides anyway.
+        assert!(p(0.9, f32::NAN) > 0.9);
+        let again = GbtModel::from_text(&model.to_text()).unwrap();
+        assert_eq!(again.predict(&meter(0, 0.7, 2.0).values), p(0.7, 2.0));
+    }
 }

@@ -138,6 +138,21 @@ pub struct MeterFeatures {
     pub coverage: f32,
 }
 
+impl MeterFeatures {
+    /// A feature vector without explanation context (unit tests of the models).
+    #[cfg(test)]
+    pub(crate) fn for_tests(meter_id: String, values: [f32; FEATURE_COUNT]) -> Self {
+        Self {
+            meter_id,
+            values,
+            shifts: [None; N_IND],
+            recent: [f32::NAN; N_IND],
+            zero_run_start: 0,
+            coverage: 1.0,
+        }
+    }
+}
+
 /// Features of a batch of meters plus the meters that could not be scored.
 #[derive(Debug, Clone, Default)]
 pub struct FeatureSet {
