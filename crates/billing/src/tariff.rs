@@ -162,7 +162,8 @@ pub enum LevyPer {
     Kwh,
     /// Per local day charged.
     Day,
-    /// Once per bill (prorated by days when a tariff change splits the cycle).
+    /// Once per bill; shared by days between segments when a tariff change splits the cycle,
+    /// and charged for the days begun on a bill to date.
     Bill,
 }
 

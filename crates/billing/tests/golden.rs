@@ -401,3 +401,51 @@ fn qc_compound_tax_is_computed_on_the_earlier_tax() {
     );
     assert_eq!(bill.total, dec("89.11"));
 }
+
+#[test]
+fn gb_rerating_after_a_price_correction() {
+    // The April unit rate was published wrongly as 0.2573 and corrected to 0.2473.
+    // Issued bill (see gb_single_rate_cycle_spanning_a_price_change_and_a_dst_day): 116.38.
+    // Corrected April segment: 168 kWh × 0.2473 = 41.5464 → 41.55 (was 43.23, -1.68);
+    //   VAT 5 % of (41.55 + 7.53 = 49.08) = 2.454 → 2.45 (was 2.54, -0.09).
+    // Corrected total 60.08 + 3.00 + 49.08 + 2.45 = 114.61; difference -1.77.
+    let original = tariff("gb_single_rate.toml");
+    let text = std::fs::read_to_string(format!(
+        "{}/testdata/gb_single_rate.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let corrected = billing::Tariff::from_toml(&text.replace("0.2573", "0.2473")).unwrap();
+    let cycle = Cycle::new(d(2026, 3, 15), d(2026, 4, 15));
+    let inp = input(
+        cycle,
+        readings(&original, cycle.start, cycle.end, 60, |_| (500, 0)),
+    );
+    let issued = rate_cycle(&original, &inp).unwrap();
+    assert_eq!(issued.total, dec("116.38"));
+    let r = billing::rerate(&corrected, &issued, &inp).unwrap();
+    assert_eq!(r.corrected.total, dec("114.61"));
+    assert_eq!(r.difference_total, dec("-1.77"));
+    let diffs: Vec<_> = r
+        .differences
+        .iter()
+        .map(|l| (l.kind, l.amount.to_string()))
+        .collect();
+    assert_eq!(
+        diffs,
+        vec![
+            (LineKind::Energy, "-1.68".into()),
+            (LineKind::Tax, "-0.09".into())
+        ]
+    );
+    let adjustment = r.adjustment_line();
+    assert_eq!(
+        (adjustment.kind, adjustment.amount),
+        (LineKind::Adjustment, dec("-1.77"))
+    );
+    assert!(
+        adjustment.description.contains("2026-03-15..2026-04-15"),
+        "{}",
+        adjustment.description
+    );
+}
