@@ -131,7 +131,7 @@ pub struct PhaseSnapshot {
 pub struct ElectricalSnapshot {
     /// Per phase (1 or 3 entries).
     pub phases: Vec<PhaseSnapshot>,
-    /// RMS of the residual current `i_n − (i_a + i_b + i_c)` over the same interval, when the
+    /// RMS of the residual current `i_n + i_a + i_b + i_c` over the same interval, when the
     /// source measures the neutral (see [`super::ResidualCurrent`]).
     pub residual_i_rms: Option<f64>,
 }

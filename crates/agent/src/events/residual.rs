@@ -1,9 +1,10 @@
 //! Residual current between the neutral and the phases, computed from raw sample frames.
 //!
 //! In a healthy installation every ampere that goes out on the phases comes back on the neutral,
-//! so instant by instant `i_n = i_a + i_b + i_c` (with the CTs oriented the same way). A load
-//! wired around the meter on one conductor only breaks that balance; the RMS of
-//! `i_n − (i_a + i_b + i_c)` over a window is what the mismatch rule compares to its threshold.
+//! so instant by instant `i_n = −(i_a + i_b + i_c)` (the sign convention of `metrology`, which
+//! computes the neutral that way when it is not measured). A load wired around the meter on one
+//! conductor only breaks that balance; the RMS of the residual `i_n + i_a + i_b + i_c` over a
+//! window is what the mismatch rule compares to its threshold.
 //! Metrology reports per-phase RMS values, which cannot show this (phase angles matter), hence
 //! this accumulator over the same samples.
 
@@ -34,7 +35,7 @@ impl ResidualCurrent {
             layout.current_channel(2),
         );
         for frame in chunk.samples.chunks_exact(layout.channels()) {
-            let r = frame[n] - (frame[ia] + frame[ib] + frame[ic]);
+            let r = frame[n] + frame[ia] + frame[ib] + frame[ic];
             self.sum_sq += r * r;
         }
         self.frames += chunk.frames() as u64;

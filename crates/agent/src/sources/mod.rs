@@ -87,6 +87,19 @@ impl FrameLayout {
         }
     }
 
+    /// The same layout in `metrology`'s terms, for `metrology::AnalyzerConfig`.
+    pub const fn metrology_layout(self) -> metrology::Layout {
+        match self {
+            FrameLayout::SinglePhase => metrology::Layout::SinglePhase,
+            FrameLayout::ThreePhase => metrology::Layout::ThreePhaseFourWire {
+                neutral_measured: false,
+            },
+            FrameLayout::ThreePhaseWithNeutral => metrology::Layout::ThreePhaseFourWire {
+                neutral_measured: true,
+            },
+        }
+    }
+
     /// Index of the neutral current channel, if the layout has one.
     pub const fn neutral_channel(self) -> Option<usize> {
         match self {
