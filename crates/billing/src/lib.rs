@@ -165,7 +165,13 @@
 //!   period, or per cycle and period; excess export is carried over as Wh (reported in
 //!   [`EnergySummary::credit_carried_out_wh`]), forfeited, or paid. Carried-in credit offsets the
 //!   dearest period's energy first. **Gross metering** bills all import and credits all export
-//!   at the sell price. Demand always uses gross import.
+//!   at the sell price. Demand always uses gross import. On a tariff version without an
+//!   `export` section export is not credited; it still shows in [`EnergySummary::export_wh`].
+//!   Netting per day or per cycle is, like tiers, not split-invariant: the engine nets within
+//!   each tariff segment only.
+//! - **Readings** must be sorted, must not overlap, and must lie inside the period rated; gaps
+//!   are allowed and show as [`EnergySummary::measured_s`] below the period's length. Every
+//!   violation is an [`ErrorKind::InvalidReadings`] error naming the reading.
 //! - **Bill to date** charges fixed charges for every local day begun; **projection**: see
 //!   [`project()`] and [`PROJECTION_METHOD`].
 
