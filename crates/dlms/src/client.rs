@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub tolerate_trailing_bytes: bool,
     /// Use general-glo-ciphering instead of service-specific glo APDUs.
     pub general_ciphering: bool,
+    /// Which sign this meter uses for the date-time deviation (a per-meter setting: meters
+    /// differ, and reading with the wrong one shifts times by twice the UTC offset).
+    pub clock_deviation: crate::DeviationConvention,
 }
 
 impl ClientConfig {
@@ -60,6 +63,7 @@ impl ClientConfig {
             ),
             tolerate_trailing_bytes: false,
             general_ciphering: false,
+            clock_deviation: crate::DeviationConvention::UtcMinusLocal,
         }
     }
 }
@@ -146,6 +150,13 @@ impl Client {
     /// The conformance the server agreed to.
     pub fn negotiated_conformance(&self) -> Conformance {
         self.negotiated
+    }
+
+    /// Unix seconds (UTC) of a clock time or profile time value read from this meter,
+    /// interpreted with the meter's deviation convention; `None` if it is not a fully
+    /// specified date-time.
+    pub fn unix_time(&self, value: &Data) -> Option<i64> {
+        crate::cosem::ClockAttributes::time_from_data(value)?.to_unix(self.config.clock_deviation)
     }
 
     /// Bytes dropped after GET values when `tolerate_trailing_bytes` is set.

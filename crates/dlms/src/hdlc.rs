@@ -703,6 +703,8 @@ impl HdlcServerLink {
                 };
                 Self::reply(client, c.own_address, rr, Vec::new(), false)
             }
+            // Receiver not ready: keep the queued segments until the client sends RR.
+            Control::Rnr { .. } => LinkEvent::None,
             _ => Self::reply(
                 client,
                 frame.destination,

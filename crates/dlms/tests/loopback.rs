@@ -496,3 +496,22 @@ fn our_client_over_hdlc_reads_profile_and_operates_relay_with_small_segments() {
     assert_eq!(meter.lock().unwrap().relay, ControlState::Disconnected);
     c.close().unwrap();
 }
+
+#[test]
+fn clock_deviation_sign_is_a_per_meter_setting() {
+    // A meter in CET (UTC+1) that sends deviation +60 (local minus UTC), against the Blue Book.
+    let unix = 1_700_000_000;
+    let sent = Data::OctetString(
+        DateTime::from_unix(unix, 60, DeviationConvention::LocalMinusUtc)
+            .to_bytes()
+            .to_vec(),
+    );
+    let mut cfg = ClientConfig::new(16, ClientAuthentication::None);
+    assert_eq!(
+        Client::new(cfg.clone()).unix_time(&sent),
+        Some(unix + 7200),
+        "read with the standard sign: two hours off"
+    );
+    cfg.clock_deviation = DeviationConvention::LocalMinusUtc;
+    assert_eq!(Client::new(cfg).unix_time(&sent), Some(unix));
+}
