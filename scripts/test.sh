@@ -20,6 +20,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Python test peers: the Gurux DLMS library is the independent implementation the DLMS
+# interoperability tests talk to (used only as a test peer, never shipped).
+if ! python3 -c 'import gurux_dlms' >/dev/null 2>&1; then
+  step "installing gurux-dlms (DLMS interoperability test peer)"
+  python3 -m pip install --quiet --disable-pip-version-check 'gurux-dlms==1.0.203'
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
