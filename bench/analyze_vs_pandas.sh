@@ -35,16 +35,23 @@ wall_s() {
   grep 'Elapsed (wall clock)' "$1" | awk '{print $NF}' |
     awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }'
 }
+cpu_s() {
+  awk -F': ' '/User time|System time/ { s += $2 } END { print s }' "$1"
+}
 report() {
-  local name="$1" log="$2" secs mbs rss
+  local name="$1" log="$2" secs cpu mbs cpu_mbs rss
   secs=$(wall_s "$log")
+  cpu=$(cpu_s "$log")
   rss=$(peak_kb "$log")
   mbs=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')
-  printf '%-28s %8.2f s %9s MB/s   peak RSS %8.1f MiB\n' "$name" "$secs" "$mbs" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
+  cpu_mbs=$(awk -v b="$size" -v s="$cpu" 'BEGIN { printf "%.1f", b / s / 1e6 }')
+  printf '%-28s wall %7.2f s = %7s MB/s | cpu (user+sys) %7.2f s = %7s MB/s | peak RSS %8.1f MiB\n' \
+    "$name" "$secs" "$mbs" "$cpu" "$cpu_mbs" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
 }
 
 echo "==> machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "==> file: $big, $size bytes"
+echo "==> file: $big, $size bytes; pandas $(python3 -c 'import pandas; print(pandas.__version__)'), core $core"
+echo "==> on a busy machine compare the cpu figures: wall time then includes waiting for the core"
 echo "==> load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 logs=$(mktemp -d)
 for r in $(seq 1 "$repeats"); do

@@ -1,9 +1,10 @@
 //! Streaming WAV waveform reader: a small RIFF parser for PCM 16/24/32-bit and IEEE float.
 //!
 //! Hand-written rather than `hound`: the subset we need (one `fmt ` chunk, one `data` chunk,
-//! other chunks skipped) is about a hundred lines; owning it lets every error carry the byte
-//! offset, lets the fuzz target cover the whole parser, and avoids hound's refusals of files
-//! whose `block_align` or chunk sizes other tools tolerate (hound issues #63, #81).
+//! other chunks skipped) is a couple of hundred lines; owning it lets every error name the byte
+//! offset where the file went wrong (hound's errors carry no position), keeps the whole parser
+//! inside our fuzz target, and costs no dependency. Like hound it is strict: a `block_align`
+//! or data size that is not a whole number of frames is an error, never silently trimmed.
 
 use std::io::Read;
 

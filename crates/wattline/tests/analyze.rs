@@ -312,6 +312,17 @@ fn missing_file_and_wrong_rates_are_bad_input() {
             run.stderr
         );
     }
+    // Fewer samples than two cycles: said plainly, not blamed on the rate.
+    let scratch = Scratch::new();
+    let tiny = scratch.file("tiny.csv", "v,i\n0,0\n100,1\n200,2\n");
+    let run = wattline(["analyze", &tiny, "--rate", "8000"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("too short to hold a whole 50 Hz cycle"),
+        "{}",
+        run.stderr
+    );
+
     let run = wattline(["analyze", &three, "--rate", "50"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("50 Hz"), "{}", run.stderr);

@@ -163,7 +163,7 @@ pub fn run(args: &Args) -> Outcome {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    summary.diagnose(path, rate_hz, nominal)
+    summary.diagnose(path, samples as f64 / rate_hz, rate_hz, nominal)
 }
 
 /// A reader failure as a CLI failure: the file's name, then where and what.
@@ -648,16 +648,23 @@ impl Summary {
 
     /// Turns a recording in which no window found the mains cycle into an error (exit 2): the
     /// rate or the nominal frequency is almost certainly wrong.
-    fn diagnose(&self, path: &Path, rate_hz: f64, nominal: NominalFrequency) -> Outcome {
-        if self.windows == 0 {
-            return Err(Failure::BadInput(anyhow!(
-                "{}: the recording is too short to hold a mains cycle",
-                path.display()
-            )));
-        }
+    fn diagnose(
+        &self,
+        path: &Path,
+        length_s: f64,
+        rate_hz: f64,
+        nominal: NominalFrequency,
+    ) -> Outcome {
         let name = path.display();
         let f = nominal.hz();
         let rate = trim_number(rate_hz);
+        // A whole cycle between two rising zero crossings needs up to two cycles of signal.
+        if self.windows == 0 || (self.cycles == 0 && length_s < 2.0 / f) {
+            return Err(Failure::BadInput(anyhow!(
+                "{name}: the recording lasts {:.1} ms at {rate} samples/s, too short to hold a whole {f} Hz cycle",
+                length_s * 1e3
+            )));
+        }
         if self.no_cycles_with_voltage == self.windows {
             return Err(Failure::BadInput(anyhow!(
                 "{name}: a voltage is present but no {f} Hz cycle was found at {rate} samples/s; check --rate and --nominal"
