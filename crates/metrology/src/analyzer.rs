@@ -256,17 +256,9 @@ impl Analyzer {
                 i_len: i.len(),
             }));
         }
-        for (k, x) in v.iter().enumerate() {
-            self.check_finite(*x, k, 0)?;
-        }
-        for (k, x) in i.iter().enumerate() {
-            self.check_finite(*x, k, 1)?;
-        }
-        self.push_with(
-            v.len(),
-            |f, ch| if ch == 0 { v[f] } else { i[f] },
-            &mut on_window,
-        );
+        self.check_finite(v, 1, 0)?;
+        self.check_finite(i, 1, 1)?;
+        self.push_with(v.len(), Source::Split(v, i), &mut on_window);
         Ok(())
     }
 
@@ -285,12 +277,10 @@ impl Analyzer {
                 channels,
             }));
         }
-        for (k, x) in frames.iter().enumerate() {
-            self.check_finite(*x, k / channels, k % channels)?;
-        }
+        self.check_finite(frames, channels, 0)?;
         self.push_with(
             frames.len() / channels,
-            |f, ch| frames[f * channels + ch],
+            Source::Interleaved(frames, channels),
             &mut on_window,
         );
         Ok(())
@@ -358,19 +348,36 @@ impl Analyzer {
         Ok(())
     }
 
-    fn check_finite(&self, x: f64, frame: usize, channel: usize) -> Result<(), Error> {
-        if x.is_finite() {
+    /// Refuses a chunk holding NaN or infinity, naming the first such sample. `values` holds
+    /// frames of `width` channels starting at channel `first_channel`.
+    fn check_finite(
+        &self,
+        values: &[f64],
+        width: usize,
+        first_channel: usize,
+    ) -> Result<(), Error> {
+        // x − x is 0 for finite x and NaN otherwise; lane-wise sums of it vectorise, so the
+        // common all-finite case costs one cheap pass.
+        let mut acc = [0.0; 8];
+        let mut chunks = values.chunks_exact(8);
+        for c in &mut chunks {
+            for k in 0..8 {
+                acc[k] += c[k] - c[k];
+            }
+        }
+        let tail: f64 = chunks.remainder().iter().map(|x| x - x).sum();
+        if (acc.iter().sum::<f64>() + tail).is_finite() {
             return Ok(());
         }
+        let k = values.iter().position(|x| !x.is_finite()).unwrap_or(0);
         Err(Error::new(ErrorKind::NonFiniteSample {
-            frame: self.frames_in + frame as u64,
-            channel: self.config.layout.channel_names()[channel],
+            frame: self.frames_in + (k / width) as u64,
+            channel: self.config.layout.channel_names()[first_channel + k % width],
         }))
     }
 
-    fn push_with<S, F>(&mut self, frames: usize, sample: S, on_window: &mut F)
+    fn push_with<F>(&mut self, frames: usize, source: Source<'_>, on_window: &mut F)
     where
-        S: Fn(usize, usize) -> f64,
         F: FnMut(&WindowReport),
     {
         let mut done = 0;
@@ -379,7 +386,7 @@ impl Analyzer {
                 self.compact();
             }
             let take = (frames - done).min(self.cap - self.len);
-            self.ingest(done, take, &sample);
+            self.ingest(done, take, source);
             let fresh = self.len..self.len + take;
             self.len += take;
             self.frames_in += take as u64;
@@ -390,30 +397,37 @@ impl Analyzer {
     }
 
     /// Calibrates frames `from..from + take` of the source into the buffers, with clip flags
-    /// and the skew delay lines.
-    fn ingest<S: Fn(usize, usize) -> f64>(&mut self, from: usize, take: usize, sample: &S) {
+    /// and the skew delay lines. Each channel is one tight loop over contiguous output.
+    fn ingest(&mut self, from: usize, take: usize, source: Source<'_>) {
         let layout = self.config.layout;
         let cal = self.config.calibration;
         let clip = self.config.clip;
         let phases = layout.phases();
         let at = self.len;
-        if clip.v_abs.is_finite() || clip.i_abs.is_finite() {
-            for f in 0..take {
-                let mut hit = false;
-                for ch in 0..self.channels {
-                    let limit = if ch < phases { clip.v_abs } else { clip.i_abs };
-                    hit |= sample(from + f, ch).abs() >= limit;
-                }
-                self.clipped[at + f] = hit;
+        let flags = &mut self.clipped[at..at + take];
+        flags.fill(false);
+        for ch in 0..self.channels {
+            let limit = if ch < phases { clip.v_abs } else { clip.i_abs };
+            if limit.is_finite() {
+                source.for_each(ch, from, take, |f, x| flags[f] |= x.abs() >= limit);
             }
-        } else {
-            self.clipped[at..at + take].fill(false);
         }
         for ch in 0..self.channels {
-            let c = channel_calibration(layout, &cal, ch);
+            let (gain, offset) = channel_calibration(layout, &cal, ch);
             let dst = &mut self.buf[ch][at..at + take];
-            for (f, d) in dst.iter_mut().enumerate() {
-                *d = c.0 * (sample(from + f, ch) - c.1);
+            match source {
+                Source::Split(v, i) => {
+                    let src = if ch == 0 { v } else { i };
+                    for (d, x) in dst.iter_mut().zip(&src[from..from + take]) {
+                        *d = gain * (x - offset);
+                    }
+                }
+                Source::Interleaved(frames, width) => {
+                    let src = &frames[from * width..(from + take) * width];
+                    for (d, frame) in dst.iter_mut().zip(src.chunks_exact(width)) {
+                        *d = gain * (frame[ch] - offset);
+                    }
+                }
             }
             if let Some(delays) = &mut self.delays {
                 for d in dst.iter_mut() {
@@ -560,6 +574,33 @@ impl Analyzer {
         self.start -= shift as f64;
         for x in &mut self.crossings {
             *x -= shift as f64;
+        }
+    }
+}
+
+/// Where pushed samples come from: separate voltage and current slices, or interleaved frames
+/// of `width` channels.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Split(&'a [f64], &'a [f64]),
+    Interleaved(&'a [f64], usize),
+}
+
+impl Source<'_> {
+    fn for_each(self, ch: usize, from: usize, take: usize, mut f: impl FnMut(usize, f64)) {
+        match self {
+            Source::Split(v, i) => {
+                let src = if ch == 0 { v } else { i };
+                for (k, &x) in src[from..from + take].iter().enumerate() {
+                    f(k, x);
+                }
+            }
+            Source::Interleaved(frames, width) => {
+                let src = &frames[from * width..(from + take) * width];
+                for (k, frame) in src.chunks_exact(width).enumerate() {
+                    f(k, frame[ch]);
+                }
+            }
         }
     }
 }

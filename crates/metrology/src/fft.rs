@@ -4,7 +4,9 @@
 //! is `f32`-only with sizes fixed at compile time. What the window analysis needs is small: one
 //! complex transform per phase and window of a power-of-two size (the voltage in the real part,
 //! the current in the imaginary part, separated afterwards). Twiddles are stored per stage, so
-//! every butterfly loop reads them contiguously and the compiler can vectorise it.
+//! every butterfly loop reads them contiguously and the compiler can vectorise it, and radix-2
+//! stages are fused in pairs (radix-2²): one pass over memory and three complex multiplications
+//! per four points instead of two passes and four.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -16,6 +18,8 @@ pub(crate) struct Fft {
     /// starts at index `h - 1` and holds `exp(-iπk/h)` for `k < h`.
     tw_re: Vec<f64>,
     tw_im: Vec<f64>,
+    /// Bit-reversal permutation of `n_max`; smaller sizes shift it right.
+    rev: Vec<u32>,
 }
 
 impl Fft {
@@ -33,10 +37,21 @@ impl Fft {
             }
             h *= 2;
         }
+        let bits = n_max.trailing_zeros();
+        let rev = (0..n_max)
+            .map(|k| {
+                if bits == 0 {
+                    0
+                } else {
+                    (k.reverse_bits() >> (usize::BITS - bits)) as u32
+                }
+            })
+            .collect();
         Self {
             n_max,
             tw_re,
             tw_im,
+            rev,
         }
     }
 
@@ -48,44 +63,79 @@ impl Fft {
         if n < 2 {
             return;
         }
-        bit_reverse(re, im);
-        // First stage (h = 1) needs no twiddles.
-        for (r, i) in re.chunks_exact_mut(2).zip(im.chunks_exact_mut(2)) {
-            let (ar, ai, br, bi) = (r[0], i[0], r[1], i[1]);
-            r[0] = ar + br;
-            i[0] = ai + bi;
-            r[1] = ar - br;
-            i[1] = ai - bi;
-        }
-        let mut h = 2;
-        while h < n {
-            let wr = &self.tw_re[h - 1..2 * h - 1];
-            let wi = &self.tw_im[h - 1..2 * h - 1];
-            for (r, i) in re.chunks_exact_mut(2 * h).zip(im.chunks_exact_mut(2 * h)) {
-                let (r0, r1) = r.split_at_mut(h);
-                let (i0, i1) = i.split_at_mut(h);
-                for k in 0..h {
-                    let tr = r1[k] * wr[k] - i1[k] * wi[k];
-                    let ti = r1[k] * wi[k] + i1[k] * wr[k];
-                    r1[k] = r0[k] - tr;
-                    i1[k] = i0[k] - ti;
-                    r0[k] += tr;
-                    i0[k] += ti;
-                }
+        let shift = self.n_max.trailing_zeros() - n.trailing_zeros();
+        for k in 0..n {
+            let r = (self.rev[k] >> shift) as usize;
+            if r > k {
+                re.swap(k, r);
+                im.swap(k, r);
             }
-            h *= 2;
+        }
+        let mut h = 1;
+        while 4 * h <= n {
+            self.radix4_stage(re, im, h);
+            h *= 4;
+        }
+        if 2 * h == n {
+            self.radix2_stage(re, im, h);
         }
     }
-}
 
-fn bit_reverse(re: &mut [f64], im: &mut [f64]) {
-    let n = re.len();
-    let bits = n.trailing_zeros();
-    for k in 0..n {
-        let r = k.reverse_bits() >> (usize::BITS - bits);
-        if r > k {
-            re.swap(k, r);
-            im.swap(k, r);
+    /// The radix-2 stages of half-lengths `h` and `2h` in one pass.
+    fn radix4_stage(&self, re: &mut [f64], im: &mut [f64], h: usize) {
+        let (w1r, w1i) = (&self.tw_re[h - 1..2 * h - 1], &self.tw_im[h - 1..2 * h - 1]);
+        let (w2r, w2i) = (
+            &self.tw_re[2 * h - 1..3 * h - 1],
+            &self.tw_im[2 * h - 1..3 * h - 1],
+        );
+        for (r, i) in re.chunks_exact_mut(4 * h).zip(im.chunks_exact_mut(4 * h)) {
+            let (r01, r23) = r.split_at_mut(2 * h);
+            let (r0, r1) = r01.split_at_mut(h);
+            let (r2, r3) = r23.split_at_mut(h);
+            let (i01, i23) = i.split_at_mut(2 * h);
+            let (i0, i1) = i01.split_at_mut(h);
+            let (i2, i3) = i23.split_at_mut(h);
+            for k in 0..h {
+                // Stage h: (0, 1) and (2, 3) with twiddle W1 = exp(−iπk/h).
+                let t1r = r1[k] * w1r[k] - i1[k] * w1i[k];
+                let t1i = r1[k] * w1i[k] + i1[k] * w1r[k];
+                let t3r = r3[k] * w1r[k] - i3[k] * w1i[k];
+                let t3i = r3[k] * w1i[k] + i3[k] * w1r[k];
+                let (b0r, b0i) = (r0[k] + t1r, i0[k] + t1i);
+                let (b1r, b1i) = (r0[k] - t1r, i0[k] - t1i);
+                let (b2r, b2i) = (r2[k] + t3r, i2[k] + t3i);
+                let (b3r, b3i) = (r2[k] - t3r, i2[k] - t3i);
+                // Stage 2h: (0, 2) with W2 = exp(−iπk/2h), (1, 3) with W2·exp(−iπ/2) = −i·W2.
+                let ur = b2r * w2r[k] - b2i * w2i[k];
+                let ui = b2r * w2i[k] + b2i * w2r[k];
+                let vr = b3r * w2i[k] + b3i * w2r[k];
+                let vi = -(b3r * w2r[k] - b3i * w2i[k]);
+                r0[k] = b0r + ur;
+                i0[k] = b0i + ui;
+                r2[k] = b0r - ur;
+                i2[k] = b0i - ui;
+                r1[k] = b1r + vr;
+                i1[k] = b1i + vi;
+                r3[k] = b1r - vr;
+                i3[k] = b1i - vi;
+            }
+        }
+    }
+
+    fn radix2_stage(&self, re: &mut [f64], im: &mut [f64], h: usize) {
+        let wr = &self.tw_re[h - 1..2 * h - 1];
+        let wi = &self.tw_im[h - 1..2 * h - 1];
+        for (r, i) in re.chunks_exact_mut(2 * h).zip(im.chunks_exact_mut(2 * h)) {
+            let (r0, r1) = r.split_at_mut(h);
+            let (i0, i1) = i.split_at_mut(h);
+            for k in 0..h {
+                let tr = r1[k] * wr[k] - i1[k] * wi[k];
+                let ti = r1[k] * wi[k] + i1[k] * wr[k];
+                r1[k] = r0[k] - tr;
+                i1[k] = i0[k] - ti;
+                r0[k] += tr;
+                i0[k] += ti;
+            }
         }
     }
 }

@@ -9,6 +9,11 @@
 //! through four filtered samples, solved by Newton's method; hysteresis (the filter output must go
 //! below −30 % of its recent amplitude before the next positive crossing counts) rejects noise
 //! chatter. The first four nominal cycles are ignored while the filters settle.
+//!
+//! The filters run on block means of D samples (D = fs / (40·f_nominal), at least 1: about 40
+//! points per cycle). That cuts the serial, latency-bound filter work D-fold; the block mean is a
+//! short FIR with a constant delay of (D − 1)/2 samples, which the positions account for, and 40
+//! points per cycle are plenty for the cubic crossing fit of a near-sine.
 
 use core::f64::consts::PI;
 
@@ -54,8 +59,12 @@ pub(crate) struct Tracker {
     stages: [Biquad; 2],
     /// The last four filtered samples, oldest first.
     hist: [f64; 4],
-    /// Samples seen so far; `hist[3]` is sample `index - 1`.
+    /// Filtered (decimated) samples so far; `hist[3]` is number `index - 1`.
     index: u64,
+    /// Input samples per filtered sample, and the block being summed.
+    decim: usize,
+    block_sum: f64,
+    block_len: usize,
     amp: f64,
     amp_decay: f64,
     amp_min: f64,
@@ -68,11 +77,16 @@ pub(crate) struct Tracker {
 impl Tracker {
     /// `min_amplitude` is the smallest filtered peak (in volts) that counts as a voltage.
     pub(crate) fn new(nominal_hz: f64, fs_hz: f64, min_amplitude: f64) -> Self {
-        let period = fs_hz / nominal_hz;
+        let decim = (libm::floor(fs_hz / (40.0 * nominal_hz)) as usize).max(1);
+        let rate = fs_hz / decim as f64;
+        let period = rate / nominal_hz;
         Self {
-            stages: [Biquad::band_pass(nominal_hz, 1.0, fs_hz); 2],
+            stages: [Biquad::band_pass(nominal_hz, 1.0, rate); 2],
             hist: [0.0; 4],
             index: 0,
+            decim,
+            block_sum: 0.0,
+            block_len: 0,
             amp: 0.0,
             // The amplitude estimate halves in about two cycles when the voltage goes away.
             amp_decay: libm::exp(-core::f64::consts::LN_2 / (2.0 * period)),
@@ -88,35 +102,63 @@ impl Tracker {
     /// Filters `samples` (the continuation of the stream) and calls `on_crossing` with the
     /// absolute fractional sample position of every cycle boundary found.
     pub(crate) fn process(&mut self, samples: &[f64], mut on_crossing: impl FnMut(f64)) {
-        for &x in samples {
-            let first = self.stages[0].step(x);
-            let y = self.stages[1].step(first);
-            self.hist = [self.hist[1], self.hist[2], self.hist[3], y];
-            self.index += 1;
-            let a = y.abs();
-            self.amp = if a > self.amp {
-                a
-            } else {
-                self.amp * self.amp_decay
-            };
-            if self.amp < self.amp_min {
-                self.armed = false;
-                continue;
+        let d = self.decim;
+        let mut rest = samples;
+        if self.block_len > 0 {
+            let fill = (d - self.block_len).min(rest.len());
+            self.block_sum += rest[..fill].iter().sum::<f64>();
+            self.block_len += fill;
+            rest = &rest[fill..];
+            if self.block_len == d {
+                let mean = self.block_sum / d as f64;
+                self.block_sum = 0.0;
+                self.block_len = 0;
+                self.step(mean, &mut on_crossing);
             }
-            // Look one sample back so the cubic has a point on either side of the crossing.
-            let (y0, y1) = (self.hist[1], self.hist[2]);
-            if y1 < -0.3 * self.amp {
-                self.armed = true;
-            } else if self.armed && y0 < 0.0 && y1 >= 0.0 {
-                self.armed = false;
-                // hist[1] is at absolute index `index - 3` (index counts samples seen).
-                let base = self.index.saturating_sub(3) as f64;
-                let pos = base + crossing_offset(&self.hist);
-                if self.index > self.settle_until && pos - self.last_crossing >= self.min_spacing {
-                    on_crossing(pos);
-                }
-                self.last_crossing = pos;
+        }
+        let mut blocks = rest.chunks_exact(d);
+        for block in &mut blocks {
+            let mean = block.iter().sum::<f64>() / d as f64;
+            self.step(mean, &mut on_crossing);
+        }
+        let tail = blocks.remainder();
+        if !tail.is_empty() {
+            self.block_sum += tail.iter().sum::<f64>();
+            self.block_len += tail.len();
+        }
+    }
+
+    #[inline]
+    fn step(&mut self, x: f64, on_crossing: &mut impl FnMut(f64)) {
+        let first = self.stages[0].step(x);
+        let y = self.stages[1].step(first);
+        self.hist = [self.hist[1], self.hist[2], self.hist[3], y];
+        self.index += 1;
+        let a = y.abs();
+        self.amp = if a > self.amp {
+            a
+        } else {
+            self.amp * self.amp_decay
+        };
+        if self.amp < self.amp_min {
+            self.armed = false;
+            return;
+        }
+        // Look one sample back so the cubic has a point on either side of the crossing.
+        let (y0, y1) = (self.hist[1], self.hist[2]);
+        if y1 < -0.3 * self.amp {
+            self.armed = true;
+        } else if self.armed && y0 < 0.0 && y1 >= 0.0 {
+            self.armed = false;
+            // hist[1] is filtered sample `index - 3`; filtered sample m is the mean of input
+            // samples m·D ..= m·D + D − 1, centred at m·D + (D − 1)/2.
+            let m = self.index.saturating_sub(3) as f64 + crossing_offset(&self.hist);
+            let d = self.decim as f64;
+            let pos = m * d + (d - 1.0) / 2.0;
+            if self.index > self.settle_until && m - self.last_crossing >= self.min_spacing {
+                on_crossing(pos);
             }
+            self.last_crossing = m;
         }
     }
 }
