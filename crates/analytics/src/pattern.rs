@@ -470,23 +470,45 @@ fn indicator_series(
         if ipd > 1 {
             let mut cvs = Vec::with_capacity(7);
             let mut roughs = Vec::with_capacity(7);
-            let mut profile = vec![0.0f32; ipd];
+            let mut profile = vec![(0.0f32, 0u32); ipd];
             let mut profile_days = 0u32;
-            for &(t, total) in &days {
+            for &(t, _) in &days {
+                // Days in `days` have at least 80 % of their intervals (see `daily_totals`);
+                // the statistics below use the intervals that were read and nothing else.
                 let day = &h.kwh[t * ipd..(t + 1) * ipd];
-                let m = total / ipd as f32;
-                if m <= EPS_KWH / ipd as f32 || day.iter().any(|v| v.is_nan()) {
+                let (n, sum) = day
+                    .iter()
+                    .filter(|v| !v.is_nan())
+                    .fold((0usize, 0.0f32), |(n, s), v| (n + 1, s + v));
+                let m = sum / n.max(1) as f32;
+                if n < 2 || m <= EPS_KWH / ipd as f32 {
                     continue;
                 }
-                let var = day.iter().map(|v| (v - m).powi(2)).sum::<f32>() / ipd as f32;
+                let var = day
+                    .iter()
+                    .filter(|v| !v.is_nan())
+                    .map(|v| (v - m).powi(2))
+                    .sum::<f32>()
+                    / n as f32;
                 cvs.push(var.sqrt() / m);
-                let r: f32 = day.windows(2).map(|p| (p[1] - p[0]).abs()).sum::<f32>();
-                roughs.push(r / ((ipd - 1) as f32 * m));
-                for (p, v) in profile.iter_mut().zip(day) {
-                    *p += v / m;
+                let (mut r, mut pairs) = (0.0f32, 0u32);
+                for p in day.windows(2).filter(|p| !p[0].is_nan() && !p[1].is_nan()) {
+                    r += (p[1] - p[0]).abs();
+                    pairs += 1;
+                }
+                if pairs > 0 {
+                    roughs.push(r / (pairs as f32 * m));
+                }
+                for (p, v) in profile.iter_mut().zip(day).filter(|(_, v)| !v.is_nan()) {
+                    p.0 += v / m;
+                    p.1 += 1;
                 }
                 profile_days += 1;
             }
+            let profile: Vec<f32> = profile
+                .iter()
+                .map(|&(s, n)| if n > 0 { s / n as f32 } else { f32::NAN })
+                .collect();
             if profile_days >= 3 {
                 row[5] = median(&mut cvs);
                 row[7] = median(&mut roughs);
