@@ -356,16 +356,16 @@ impl Analyzer {
         width: usize,
         first_channel: usize,
     ) -> Result<(), Error> {
-        // x − x is 0 for finite x and NaN otherwise; lane-wise sums of it vectorise, so the
+        // 0·x is 0 for finite x and NaN otherwise; lane-wise sums of it vectorise, so the
         // common all-finite case costs one cheap pass.
         let mut acc = [0.0; 8];
         let mut chunks = values.chunks_exact(8);
         for c in &mut chunks {
             for k in 0..8 {
-                acc[k] += c[k] - c[k];
+                acc[k] += c[k] * 0.0;
             }
         }
-        let tail: f64 = chunks.remainder().iter().map(|x| x - x).sum();
+        let tail: f64 = chunks.remainder().iter().map(|x| x * 0.0).sum();
         if (acc.iter().sum::<f64>() + tail).is_finite() {
             return Ok(());
         }
