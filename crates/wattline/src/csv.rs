@@ -727,6 +727,54 @@ mod tests {
         assert!((reader.sample_rate_hz() - 7000.0).abs() < 0.01);
     }
 
+    /// A source that hands out at most `step` bytes per read, as pipes and sockets may.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn frames_survive_any_read_size_and_refill_boundary() {
+        // Values exactly representable in the printed decimals, so the round trip is exact.
+        let mut text = String::from("t,ia,ib,ic,va,vb,vc\r\n");
+        let mut expected = Vec::new();
+        let rows = 150_000; // beyond the look-ahead and more than one 1 MiB refill
+        for k in 0..rows {
+            let values: Vec<f64> = (0..6)
+                .map(|c| ((k * 7 + c * 13) % 2001) as f64 / 8.0 - 125.0)
+                .collect();
+            text.push_str(&format!("{}", k as f64 / 4096.0));
+            for v in &values {
+                text.push_str(&format!(",{v}"));
+            }
+            text.push_str("\r\n");
+            // File order ia, ib, ic, va, vb, vc; frame order va, vb, vc, ia, ib, ic.
+            expected.extend_from_slice(&values[3..]);
+            expected.extend_from_slice(&values[..3]);
+        }
+        for step in [1, 7, 4096, usize::MAX] {
+            let source = Trickle {
+                data: text.as_bytes(),
+                step,
+            };
+            let options = ReadOptions::default();
+            let mut reader = CsvReader::new(source, &options).unwrap();
+            assert_eq!(reader.sample_rate_hz(), 4096.0);
+            let mut out = Vec::new();
+            while reader.read_frames(&mut out, 1000).unwrap() > 0 {}
+            assert!(out == expected, "read size {step}");
+        }
+    }
+
     #[test]
     fn an_endless_line_is_an_error_not_unbounded_memory() {
         // Longer than one refill, so the reader must give up rather than keep buffering.

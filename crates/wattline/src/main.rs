@@ -25,7 +25,7 @@ enum Command {
     #[command(after_help = cmd::analyze::EXAMPLES)]
     Analyze(cmd::analyze::Args),
     /// Regenerate the bundled example recordings in testdata/ (developer tool).
-    #[command(hide = true)]
+    #[command(hide = true, after_help = "Example:\n  wattline make-testdata --out testdata")]
     MakeTestdata(cmd::make_testdata::Args),
     /// Score consumption histories for electricity theft, or train the scoring model from
     /// inspection results.

@@ -460,6 +460,36 @@ mod tests {
         assert_eq!(out.len(), 21);
     }
 
+    /// A source that hands out one byte per read.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((&b, rest)), Some(slot)) => {
+                    *slot = b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn one_byte_reads_give_the_same_samples() {
+        let data: Vec<u8> = (0..6 * 1000)
+            .flat_map(|k: i32| (k * 1237 % 65536 - 32768).to_le_bytes()[..3].to_vec())
+            .collect();
+        let file = wav(1, 6, 24, 4000, &data);
+        let whole = read(&file, &ReadOptions::default()).unwrap();
+        let mut reader = WavReader::new(OneByte(&file), &ReadOptions::default()).unwrap();
+        let mut out = Vec::new();
+        while reader.read_frames(&mut out, 333).unwrap() > 0 {}
+        assert_eq!(whole.2.len(), 6000);
+        assert!(out == whole.2);
+    }
+
     #[test]
     fn bad_files_give_located_errors() {
         let ok = wav(1, 2, 16, 8000, &[0; 8]);
