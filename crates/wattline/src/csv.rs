@@ -12,6 +12,8 @@ use crate::{Layout, ReadOptions, check_rate, is_voltage};
 
 /// Bytes requested from the source per refill.
 const CHUNK_BYTES: usize = 1 << 20;
+/// The buffer's first size; it doubles while reads fill it, up to one chunk plus one line.
+const INITIAL_BUFFER_BYTES: usize = 1 << 14;
 /// The longest line accepted. A waveform row is a few dozen bytes; a longer line is not CSV
 /// waveform data, and the limit keeps memory bounded on such input.
 pub const MAX_LINE_BYTES: usize = 1 << 16;
@@ -80,7 +82,9 @@ impl<R: Read> CsvReader<R> {
     pub fn new(src: R, options: &ReadOptions) -> Result<Self, Error> {
         let mut reader = CsvReader {
             src,
-            buf: vec![0; CHUNK_BYTES + MAX_LINE_BYTES + 1],
+            // Grows up to CHUNK_BYTES + MAX_LINE_BYTES as the file proves long; small files and
+            // fuzz inputs stay small. One spare byte holds a missing final newline.
+            buf: vec![0; INITIAL_BUFFER_BYTES + 1],
             start: 0,
             complete_end: 0,
             end: 0,
@@ -220,7 +224,13 @@ impl<R: Read> CsvReader<R> {
         self.complete_end = 0;
         let capacity = CHUNK_BYTES + MAX_LINE_BYTES;
         while !self.eof && self.end < CHUNK_BYTES {
-            match self.src.read(&mut self.buf[self.end..capacity]) {
+            let usable = self.buf.len() - 1;
+            if self.end == usable {
+                let grown = (usable * 2).min(capacity) + 1;
+                self.buf.resize(grown, 0);
+            }
+            let usable = self.buf.len() - 1;
+            match self.src.read(&mut self.buf[self.end..usable]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
