@@ -5,6 +5,12 @@
 //! malformed *file* (fed line by line to a parser here) or an invalid configuration is an
 //! [`Error`].
 //!
+//! - [`balance`]: energy balance of an observer meter (a line sensor before a house, a feeder or
+//!   transformer meter) against the meters behind it, with a technical-loss model (line I²R,
+//!   neutral current, transformer), thresholds from the meters' accuracy classes, calibration on
+//!   an honest period, CUSUM, and the seed's flat 2 % rule for comparison.
+//! - [`tamper`]: debounced tamper rules over a meter's events and readings (cover, magnet,
+//!   phase/neutral mismatch, reverse flow, current without voltage, power cycling, clock).
 //! - [`pattern`]: consumption-pattern features against a meter's own history and its peers, an
 //!   unsupervised score, and [`GbtModel`], gradient-boosted trees trained from inspection results;
 //!   histories come from [`HistoryParser`] (long `meter_id,date,kwh` or wide SGCC-style CSV).
