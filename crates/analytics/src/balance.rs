@@ -452,6 +452,18 @@ impl BalanceTopology {
     }
 }
 
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time, for messages.
+fn format_unix_s(t: i64) -> String {
+    let day = t.div_euclid(86_400) as i32;
+    let s = t.rem_euclid(86_400);
+    format!(
+        "{} {:02}:{:02} UTC",
+        crate::history::format_day(day),
+        s / 3600,
+        s % 3600 / 60
+    )
+}
+
 /// `x > 0`, false for NaN.
 fn positive(x: f64) -> bool {
     x > 0.0
@@ -713,7 +725,9 @@ pub fn evaluate_balance(
                     excess_wh,
                     message: format!(
                         "persistent unexplained energy at {}: {:.0} Wh since {} (CUSUM)",
-                        topology.observer.meter_id, excess_wh, start_s
+                        topology.observer.meter_id,
+                        excess_wh,
+                        format_unix_s(start_s)
                     ),
                 });
                 cusum = 0.0;
@@ -762,6 +776,18 @@ pub fn evaluate_balance(
             BalanceMode::LossModel => linear + cfg.k_sigma * var.sqrt(),
         };
         let alarm = residual > threshold_wh;
+        if residual < -threshold_wh && cfg.mode == BalanceMode::LossModel {
+            // The meters behind read more than the observer can have delivered: not theft, but
+            // a wrong topology (a meter fed from elsewhere), a CT ratio or a meter fault.
+            report.diagnostics.push(Diagnostic {
+                meter_id: Some(topology.observer.meter_id.clone()),
+                message: format!(
+                    "on {} the meters behind read {:.0} Wh more than the observer explains; check the topology, CT ratios and meters",
+                    crate::history::format_day(day),
+                    -residual
+                ),
+            });
+        }
         if alarm {
             report.findings.push(BalanceFinding {
                 alarm: BalanceAlarm::Day,

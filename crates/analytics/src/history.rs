@@ -546,8 +546,15 @@ impl HistoryParser {
         let mut histories = std::mem::take(&mut self.wide);
         if matches!(self.layout, Some(Layout::Long)) {
             let long = std::mem::take(&mut self.long);
+            // One resolution for the whole file (the finest any meter shows), so a meter whose
+            // readings happen to fall on the hour is not put on a coarser grid than its peers.
+            let step = long
+                .iter()
+                .flat_map(|(_, e)| e.readings.iter().map(|r| r.1))
+                .fold(1440u32, gcd)
+                .max(1);
             for (meter, (id, entry)) in long.into_iter().enumerate() {
-                if let Some(h) = self.grid_long(id, entry, meter) {
+                if let Some(h) = self.grid_long(id, entry, meter, step) {
                     histories.push(h);
                 }
             }
@@ -567,7 +574,13 @@ impl HistoryParser {
         })
     }
 
-    fn grid_long(&mut self, id: String, entry: LongMeter, meter: usize) -> Option<MeterHistory> {
+    fn grid_long(
+        &mut self,
+        id: String,
+        entry: LongMeter,
+        meter: usize,
+        step: u32,
+    ) -> Option<MeterHistory> {
         if entry.readings.is_empty() {
             self.diagnostics.push(Diagnostic {
                 meter_id: Some(id),
@@ -575,15 +588,7 @@ impl HistoryParser {
             });
             return None;
         }
-        let step = if entry.timed {
-            entry
-                .readings
-                .iter()
-                .fold(1440u32, |g, r| gcd(g, r.1))
-                .max(1)
-        } else {
-            1440
-        };
+        let step = if entry.timed { step } else { 1440 };
         let ipd = 1440 / step;
         let (first_day, last_day) = entry.span?;
         let days = (last_day - first_day + 1) as usize;

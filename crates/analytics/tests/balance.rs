@@ -136,3 +136,21 @@ fn too_short_calibration_is_a_diagnostic() {
     assert!(c.is_none());
     assert!(d[0].message.contains("at least 48"), "{d:?}");
 }
+
+#[test]
+fn children_reading_more_than_the_observer_is_a_topology_diagnostic() {
+    let mut data = readings(2, 999, 0.0, 5);
+    for r in &mut data[96..] {
+        r.children_wh[0] = r.children_wh[0].map(|e| e * 1.3);
+    }
+    let report = evaluate_balance(&topology(), None, &data, &BalanceConfig::default());
+    assert!(report.findings.is_empty());
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("check the topology")),
+        "{:?}",
+        report.diagnostics
+    );
+}
