@@ -157,7 +157,8 @@ impl Analyzer {
         // Windows whose cycles take longer than at 75 % of nominal frequency are not waited for.
         let max_len = f64::from(cycles) * fs / (0.75 * f_nom);
         let max_samples = libm::ceil(max_len) as usize + 16;
-        let cap = 2 * max_samples + 64;
+        // Room for several windows, so compaction (a copy of the unfinished tail) is rare.
+        let cap = 6 * max_samples + 64;
         let channels = config.layout.channels();
         let crossing_cap = 2 * (cap as f64 * f_nom / fs) as usize + 16;
         let cal = &config.calibration;
@@ -238,6 +239,10 @@ impl Analyzer {
 
     /// Pushes a single-phase chunk: `v` and `i` must have the same length. Calls `on_window` for
     /// every window the chunk completes.
+    ///
+    /// A NaN or infinite sample is refused with an error naming it. A long chunk is taken in
+    /// buffer-sized segments, so frames well before the bad one may already have been analysed;
+    /// [`frames_pushed`](Self::frames_pushed) says how many frames were taken.
     pub fn push_single_phase<F: FnMut(&WindowReport)>(
         &mut self,
         v: &[f64],
@@ -256,14 +261,12 @@ impl Analyzer {
                 i_len: i.len(),
             }));
         }
-        self.check_finite(v, 1, 0)?;
-        self.check_finite(i, 1, 1)?;
-        self.push_with(v.len(), Source::Split(v, i), &mut on_window);
-        Ok(())
+        self.push_with(v.len(), Source::Split(v, i), &mut on_window)
     }
 
     /// Pushes interleaved frames in the layout's channel order (`[v, i]`, `[va, vb, vc, ia, ib,
-    /// ic]` or with `in` appended). The chunk must hold whole frames.
+    /// ic]` or with `in` appended). The chunk must hold whole frames. Non-finite samples are
+    /// handled as in [`push_single_phase`](Self::push_single_phase).
     pub fn push_frames<F: FnMut(&WindowReport)>(
         &mut self,
         frames: &[f64],
@@ -277,13 +280,11 @@ impl Analyzer {
                 channels,
             }));
         }
-        self.check_finite(frames, channels, 0)?;
         self.push_with(
             frames.len() / channels,
             Source::Interleaved(frames, channels),
             &mut on_window,
-        );
-        Ok(())
+        )
     }
 
     /// Ends the stream: analyses the trailing whole cycles as one window flagged `short`. A
@@ -376,7 +377,16 @@ impl Analyzer {
         }))
     }
 
-    fn push_with<F>(&mut self, frames: usize, source: Source<'_>, on_window: &mut F)
+    /// Takes the source in segments that fit the buffer. Each segment is checked for NaN and
+    /// infinity just before it is taken (while it is in cache): on a bad sample the frames
+    /// before its segment have been analysed, the rest of the chunk is refused, and the error
+    /// names the sample.
+    fn push_with<F>(
+        &mut self,
+        frames: usize,
+        source: Source<'_>,
+        on_window: &mut F,
+    ) -> Result<(), Error>
     where
         F: FnMut(&WindowReport),
     {
@@ -386,6 +396,15 @@ impl Analyzer {
                 self.compact();
             }
             let take = (frames - done).min(self.cap - self.len);
+            match source {
+                Source::Split(v, i) => {
+                    self.check_finite(&v[done..done + take], 1, 0)?;
+                    self.check_finite(&i[done..done + take], 1, 1)?;
+                }
+                Source::Interleaved(values, width) => {
+                    self.check_finite(&values[done * width..(done + take) * width], width, 0)?;
+                }
+            }
             self.ingest(done, take, source);
             let fresh = self.len..self.len + take;
             self.len += take;
@@ -394,6 +413,7 @@ impl Analyzer {
             self.track(fresh);
             self.emit_ready(on_window);
         }
+        Ok(())
     }
 
     /// Calibrates frames `from..from + take` of the source into the buffers, with clip flags

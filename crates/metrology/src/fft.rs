@@ -57,21 +57,40 @@ impl Fft {
 
     /// In-place forward transform X_k = Σ x_n·exp(−2πikn/N) of `re + i·im`; the length must be
     /// a power of two no larger than `n_max`.
+    #[cfg(test)]
     pub(crate) fn forward(&self, re: &mut [f64], im: &mut [f64]) {
         let n = re.len();
-        debug_assert!(n.is_power_of_two() && n <= self.n_max && im.len() == n);
-        if n < 2 {
-            return;
-        }
-        let shift = self.n_max.trailing_zeros() - n.trailing_zeros();
         for k in 0..n {
-            let r = (self.rev[k] >> shift) as usize;
+            let r = self.bit_reversed(k, n);
             if r > k {
                 re.swap(k, r);
                 im.swap(k, r);
             }
         }
+        self.forward_from_bit_reversed(re, im);
+    }
+
+    /// Where input sample `k` of an `n`-point transform goes for
+    /// [`forward_from_bit_reversed`](Self::forward_from_bit_reversed). Writing the input there
+    /// directly saves the permutation pass.
+    #[inline]
+    pub(crate) fn bit_reversed(&self, k: usize, n: usize) -> usize {
+        let shift = self.n_max.trailing_zeros() - n.trailing_zeros();
+        (self.rev[k] >> shift) as usize
+    }
+
+    /// The forward transform of an input stored in bit-reversed order; output in natural order.
+    pub(crate) fn forward_from_bit_reversed(&self, re: &mut [f64], im: &mut [f64]) {
+        let n = re.len();
+        debug_assert!(n.is_power_of_two() && n <= self.n_max && im.len() == n);
+        if n < 2 {
+            return;
+        }
         let mut h = 1;
+        if n >= 4 {
+            first_radix4_stage(re, im);
+            h = 4;
+        }
         while 4 * h <= n {
             self.radix4_stage(re, im, h);
             h *= 4;
@@ -88,6 +107,8 @@ impl Fft {
             &self.tw_re[2 * h - 1..3 * h - 1],
             &self.tw_im[2 * h - 1..3 * h - 1],
         );
+        // Equal lengths stated up front let the compiler drop the per-element bounds checks.
+        assert!(w1r.len() == h && w1i.len() == h && w2r.len() == h && w2i.len() == h);
         for (r, i) in re.chunks_exact_mut(4 * h).zip(im.chunks_exact_mut(4 * h)) {
             let (r01, r23) = r.split_at_mut(2 * h);
             let (r0, r1) = r01.split_at_mut(h);
@@ -95,6 +116,14 @@ impl Fft {
             let (i01, i23) = i.split_at_mut(2 * h);
             let (i0, i1) = i01.split_at_mut(h);
             let (i2, i3) = i23.split_at_mut(h);
+            let (r1, r2, r3, i1, i2, i3) = (
+                &mut r1[..h],
+                &mut r2[..h],
+                &mut r3[..h],
+                &mut i1[..h],
+                &mut i2[..h],
+                &mut i3[..h],
+            );
             for k in 0..h {
                 // Stage h: (0, 1) and (2, 3) with twiddle W1 = exp(−iπk/h).
                 let t1r = r1[k] * w1r[k] - i1[k] * w1i[k];
@@ -137,6 +166,25 @@ impl Fft {
                 i0[k] += ti;
             }
         }
+    }
+}
+
+/// The stages of half-lengths 1 and 2, whose twiddles are 1 and −i: additions only.
+fn first_radix4_stage(re: &mut [f64], im: &mut [f64]) {
+    for (r, i) in re.chunks_exact_mut(4).zip(im.chunks_exact_mut(4)) {
+        let (b0r, b0i) = (r[0] + r[1], i[0] + i[1]);
+        let (b1r, b1i) = (r[0] - r[1], i[0] - i[1]);
+        let (b2r, b2i) = (r[2] + r[3], i[2] + i[3]);
+        let (b3r, b3i) = (r[2] - r[3], i[2] - i[3]);
+        // −i·b3 = (b3i, −b3r).
+        r[0] = b0r + b2r;
+        i[0] = b0i + b2i;
+        r[2] = b0r - b2r;
+        i[2] = b0i - b2i;
+        r[1] = b1r + b3i;
+        i[1] = b1i - b3r;
+        r[3] = b1r - b3i;
+        i[3] = b1i + b3r;
     }
 }
 

@@ -131,6 +131,18 @@ fn wdot(a: &[f64], b: &[f64], w: Weights) -> f64 {
     s
 }
 
+/// Σ a in lanes (vectorises, unlike a serial `sum`).
+fn lane_sum(a: &[f64]) -> f64 {
+    let mut acc = [0.0; LANES];
+    let mut ac = a.chunks_exact(LANES);
+    for x in &mut ac {
+        for k in 0..LANES {
+            acc[k] += x[k];
+        }
+    }
+    acc.iter().sum::<f64>() + ac.remainder().iter().sum::<f64>()
+}
+
 /// Σ a·t over equally long slices (the oscillator tables already carry the weights).
 fn dot(a: &[f64], t: &[f64]) -> f64 {
     let mut acc = [0.0; LANES];
@@ -199,9 +211,12 @@ pub(crate) struct WindowEngine {
     /// Weighted oscillator tables w_n·cos θ_n and w_n·sin θ_n for the current window.
     osc_cos: Vec<f64>,
     osc_sin: Vec<f64>,
+    /// Σ of each table, for the DC correction of the phasors.
+    osc_sum_cos: f64,
+    osc_sum_sin: f64,
     /// Interpolation plan of the current window: first tap index and the four tap weights.
     tap_index: Vec<usize>,
-    taps: [Vec<f64>; 4],
+    taps: Vec<[f64; 4]>,
     re: Vec<f64>,
     im: Vec<f64>,
 }
@@ -217,13 +232,10 @@ impl WindowEngine {
             fft: Fft::new(n_alloc),
             osc_cos: vec![0.0; max_samples + 2],
             osc_sin: vec![0.0; max_samples + 2],
+            osc_sum_cos: 0.0,
+            osc_sum_sin: 0.0,
             tap_index: vec![0; n_alloc],
-            taps: [
-                vec![0.0; n_alloc],
-                vec![0.0; n_alloc],
-                vec![0.0; n_alloc],
-                vec![0.0; n_alloc],
-            ],
+            taps: vec![[0.0; 4]; n_alloc],
             re: vec![0.0; n_alloc],
             im: vec![0.0; n_alloc],
         }
@@ -333,6 +345,8 @@ impl WindowEngine {
             cos[count - 1] *= w.w1;
             sin[count - 1] *= w.w1;
         }
+        self.osc_sum_cos = lane_sum(cos);
+        self.osc_sum_sin = lane_sum(sin);
     }
 
     fn moments(&self, v: &[f64], i: &[f64], w: Weights, len: f64) -> PhaseMoments {
@@ -344,8 +358,7 @@ impl WindowEngine {
         let p_w = svi / len - v_mean * i_mean;
         let count = w.i1 - w.i0 + 1;
         let (cos, sin) = (&self.osc_cos[..count], &self.osc_sin[..count]);
-        let sum_cos: f64 = cos.iter().sum();
-        let sum_sin: f64 = sin.iter().sum();
+        let (sum_cos, sum_sin) = (self.osc_sum_cos, self.osc_sum_sin);
         let k = SQRT_2 / len;
         // RMS phasor of x − mean: (√2/L)·Σ w_n (x_n − m)·e^{−jθ_n}.
         let phasor = |x: &[f64], mean: f64| Complex {
@@ -366,17 +379,21 @@ impl WindowEngine {
     fn plan_resampling(&mut self, span: Span) {
         let n = grid_size(span.cycles);
         let step = (span.xb - span.xa) / n as f64;
-        for m in 0..n {
+        let plan = self.tap_index[..n].iter_mut().zip(&mut self.taps[..n]);
+        for (m, (index, taps)) in plan.enumerate() {
             let p = span.xa + step * m as f64;
-            let base = libm::floor(p);
-            let mu = p - base;
+            // p ≥ 1 here, so truncation is the floor (and compiles to one instruction).
+            let base = p as usize;
+            let mu = p - base as f64;
             // 4-point Lagrange weights for samples base−1, base, base+1, base+2.
             let (a, b, c) = (mu + 1.0, mu - 1.0, mu - 2.0);
-            self.tap_index[m] = base as usize - 1;
-            self.taps[0][m] = -mu * b * c / 6.0;
-            self.taps[1][m] = a * b * c / 2.0;
-            self.taps[2][m] = -a * mu * c / 2.0;
-            self.taps[3][m] = a * mu * b / 6.0;
+            *index = base - 1;
+            *taps = [
+                -mu * b * c / 6.0,
+                a * b * c / 2.0,
+                -a * mu * c / 2.0,
+                a * mu * b / 6.0,
+            ];
         }
     }
 
@@ -390,18 +407,15 @@ impl WindowEngine {
     ) {
         let n = grid_size(cycles);
         let (re, im) = (&mut self.re[..n], &mut self.im[..n]);
-        for m in 0..n {
-            let j = self.tap_index[m];
-            let t = [
-                self.taps[0][m],
-                self.taps[1][m],
-                self.taps[2][m],
-                self.taps[3][m],
-            ];
-            re[m] = t[0] * v[j] + t[1] * v[j + 1] + t[2] * v[j + 2] + t[3] * v[j + 3];
-            im[m] = t[0] * i[j] + t[1] * i[j + 1] + t[2] * i[j + 2] + t[3] * i[j + 3];
+        let plan = self.tap_index[..n].iter().zip(&self.taps[..n]);
+        for (m, (&j, t)) in plan.enumerate() {
+            let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
+            // Stored in bit-reversed order, which the FFT takes without a permutation pass.
+            let r = self.fft.bit_reversed(m, n);
+            re[r] = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
+            im[r] = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
         }
-        self.fft.forward(re, im);
+        self.fft.forward_from_bit_reversed(re, im);
         // RMS² of bin k of a real signal is 2·|X_k|²/N²; V_k and I_k are separated from the
         // complex spectrum Z of v + j·i as V_k = (Z_k + Z*_{N−k})/2, I_k = (Z_k − Z*_{N−k})/2j.
         let scale = 2.0 / (n as f64 * n as f64);

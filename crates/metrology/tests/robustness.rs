@@ -123,8 +123,23 @@ fn non_finite_samples_are_refused_with_their_position() {
         err.to_string(),
         "sample 13 of channel `i` is not a finite number"
     );
-    // Nothing of the refused chunk was taken.
+    // Nothing of the refused (short) chunk was taken.
     assert_eq!(analyzer.frames_pushed(), 10);
+    // In a long chunk, the frames before the bad sample's segment are taken, and counted.
+    let mut long =
+        Analyzer::new(AnalyzerConfig::single_phase(8000.0, NominalFrequency::Hz50)).unwrap();
+    let v = vec![1.0; 200_000];
+    let mut i = vec![0.5; 200_000];
+    i[150_000] = f64::NEG_INFINITY;
+    let err = long.push_single_phase(&v, &i, |_| {}).unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::NonFiniteSample {
+            frame: 150_000,
+            channel: "i"
+        }
+    ));
+    assert!(long.frames_pushed() <= 150_000 && long.frames_pushed() > 100_000);
     let err = analyzer
         .push_single_phase(&[1.0; 3], &[1.0; 2], |_| {})
         .unwrap_err();
