@@ -36,6 +36,9 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::outbox::Outbox;
 
+/// How long a clean shutdown waits for queued records to be acknowledged.
+const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(3);
+
 /// Connection state as `wattline agent status` shows it (the seed 002 LCD messages).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -194,6 +197,9 @@ impl Uplink {
                     (reason, barred)
                 }
             };
+            if *shutdown.borrow() {
+                return;
+            }
             failures = failures.saturating_add(1);
             lock(&self.handles.stats).connection_failures += 1;
             // Exponential backoff with "equal jitter": half fixed, half random, so a fleet that
@@ -249,6 +255,7 @@ impl Uplink {
         lock(&self.handles.outbox).rewind();
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut connected = false;
+        let mut drain_until: Option<Instant> = None;
         let mut tokens = 1.0f64;
         let mut last_refill = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -264,11 +271,12 @@ impl Uplink {
         };
         loop {
             tokio::select! {
-                _ = shutdown.changed() => {
-                    if connected {
-                        self.close(&client, &mut eventloop, &status).await;
+                _ = shutdown.changed(), if drain_until.is_none() => {
+                    if !connected {
+                        return SessionEnd::Shutdown;
                     }
-                    return SessionEnd::Shutdown;
+                    // Graceful: give what is queued a short while to be delivered first.
+                    drain_until = Some(Instant::now() + DRAIN_ON_SHUTDOWN);
                 }
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -319,6 +327,13 @@ impl Uplink {
                     let rate = self.config.max_envelopes_per_s;
                     tokens = (tokens + now.duration_since(last_refill).as_secs_f64() * rate).min(rate.max(1.0));
                     last_refill = now;
+                    if let Some(deadline) = drain_until {
+                        let drained = inflight.is_empty() && !lock(&self.handles.outbox).has_unsent();
+                        if drained || now >= deadline {
+                            self.close(&client, &mut eventloop, &status).await;
+                            return SessionEnd::Shutdown;
+                        }
+                    }
                     if inflight.front().is_some_and(|f| now.duration_since(f.queued_at) > ack_timeout) {
                         return fail("publish not acknowledged in time".into(), false, true);
                     }

@@ -1,0 +1,150 @@
+//! The test's ingest: subscribes to every meter's `up` over mutual TLS, opens each envelope
+//! with the meter's key and dedups on `(boot_id, seq)` exactly as the server's ingest does
+//! (replay window first, the stored keys as the final authority).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use schema::{Command, MeterId, MeterKey, Record, ReplayWindow, Verdict};
+
+use super::pki::Pki;
+
+/// What ingest stored.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// First deliveries, in arrival order: (meter, boot_id, record).
+    pub records: Vec<(String, u64, Record)>,
+    /// Deliveries of a key already stored.
+    pub duplicates: u64,
+    /// Envelopes that failed to open, with the reason.
+    pub rejected: Vec<String>,
+    /// Retained/live status messages seen: (meter, payload).
+    pub status: Vec<(String, String)>,
+    keys: HashSet<(String, u64, u64)>,
+}
+
+pub struct Ingest {
+    pub stored: Arc<Mutex<Stored>>,
+    client: AsyncClient,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ingest {
+    pub fn start(pki: &Pki, port: u16, meters: &[(MeterId, MeterKey)]) -> Ingest {
+        agent::uplink::install_crypto_provider();
+        let id = pki.client("ingest");
+        let tls = agent::uplink::client_config(&pki.ca_file, &id.cert, &id.key).unwrap();
+        let mut opts = MqttOptions::new("ingest", "127.0.0.1", port);
+        // A persistent session: the broker queues envelopes for ingest while it is away,
+        // and keeps the subscription across a broker restart (persistence is on).
+        opts.set_clean_session(false);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(512 * 1024, 512 * 1024);
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        let stored = Arc::new(Mutex::new(Stored::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let keys: HashMap<String, MeterKey> = meters
+            .iter()
+            .map(|(m, k)| (m.to_string(), k.clone()))
+            .collect();
+        let (s, st, c) = (stored.clone(), stop.clone(), client.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut windows: HashMap<String, ReplayWindow> = HashMap::new();
+                while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                    let event =
+                        tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+                    match event {
+                        Err(_) => {}
+                        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                            let _ = c.try_subscribe("wattline/v1/m/+/up", QoS::AtLeastOnce);
+                            let _ = c.try_subscribe("wattline/v1/m/+/status", QoS::AtLeastOnce);
+                        }
+                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                            let parts: Vec<&str> = p.topic.split('/').collect();
+                            let (meter, kind) = (parts[3].to_owned(), parts[4]);
+                            let mut stored = s.lock().unwrap();
+                            if kind == "status" {
+                                stored.status.push((
+                                    meter,
+                                    String::from_utf8_lossy(&p.payload).into_owned(),
+                                ));
+                                continue;
+                            }
+                            let (Some(key), Ok(meter_id)) =
+                                (keys.get(&meter), MeterId::parse(&meter))
+                            else {
+                                stored.rejected.push(format!("unknown meter {meter}"));
+                                continue;
+                            };
+                            match schema::open_batch(key, &meter_id, &p.payload) {
+                                Err(e) => stored.rejected.push(e.to_string()),
+                                Ok(batch) => {
+                                    let window = windows.entry(meter.clone()).or_default();
+                                    for r in batch.records {
+                                        let verdict = window.accept(batch.boot_id, r.seq);
+                                        let new_key = stored.keys.insert((
+                                            meter.clone(),
+                                            batch.boot_id,
+                                            r.seq,
+                                        ));
+                                        if verdict == Verdict::Duplicate || !new_key {
+                                            stored.duplicates += 1;
+                                        } else {
+                                            stored.records.push((meter.clone(), batch.boot_id, r));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            });
+        });
+        Ingest {
+            stored,
+            client,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Seals `commands` for `meter` and publishes them on its `down`.
+    pub fn send_commands(&self, meter: &MeterId, key: &MeterKey, seq: u64, commands: &[Command]) {
+        let bytes = schema::seal_commands(key, meter, 1, seq, commands).unwrap();
+        self.send_raw(meter, bytes);
+    }
+
+    /// Publishes raw bytes on `meter`'s `down`.
+    pub fn send_raw(&self, meter: &MeterId, bytes: Vec<u8>) {
+        self.client
+            .try_publish(schema::topic::down(meter), QoS::AtLeastOnce, false, bytes)
+            .unwrap();
+    }
+
+    /// Readings' (seq, import_wh) stored so far for `meter`.
+    pub fn count(&self) -> usize {
+        self.stored.lock().unwrap().records.len()
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Integration tests of the agent's lossless core against a real TLS Mosquitto: `kill -9`
+//! mid-stream, a broker outage, a full outbox, damaged files, and commands.
+
+mod support;
+
+mod lossless;
+
+use std::path::PathBuf;
+
+use agent::config::AgentConfig;
+use agent::pipeline::RunOptions;
+use agent::sources::simulator::SimulatorSource;
+use agent::sources::{Source, SourceConfig};
+
+/// Entry point of the agent child processes the broker tests start (see `support::agent`);
+/// does nothing when run as an ordinary test.
+#[test]
+#[ignore = "entry point of agent child processes, started by the broker tests"]
+fn agent_child_process() {
+    let Some(config_path) = std::env::var_os(support::agent::CONFIG_ENV) else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = AgentConfig::load(&PathBuf::from(config_path)).expect("agent config");
+    let source: Box<dyn Source> = match &config.source {
+        SourceConfig::Simulator(c) => Box::new(SimulatorSource::from_config(c).expect("simulator")),
+        other => panic!("the tests use the simulator, not {other:?}"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+            term.recv().await;
+            let _ = tx.send(true);
+        });
+        agent::pipeline::run(config, source, RunOptions::default(), rx)
+            .await
+            .expect("agent run");
+    });
+}
