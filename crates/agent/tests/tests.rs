@@ -4,6 +4,7 @@
 mod support;
 
 mod lossless;
+mod pzem;
 
 use std::path::PathBuf;
 

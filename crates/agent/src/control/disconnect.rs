@@ -31,10 +31,18 @@
 //! the customer closes the relay with the button (e) — the safety rule that nobody re-energises
 //! an installation remotely without someone on site agreeing.
 //!
-//! Triggers that the mode does not enable, or that have no transition from the current state,
-//! are refused without any change. A trigger whose enabled transition leads to the state the
-//! object is already in (a second `remote_disconnect`) is accepted as a no-op, so repeated
-//! commands are idempotent.
+//! A trigger with no enabled transition from the current state is accepted as a no-op (so
+//! repeated commands are idempotent) when the mode enables that trigger at all and either
+//!
+//! - one of its enabled transitions leads to the current state (a second `remote_disconnect`;
+//!   `remote_reconnect` in `ready_for_reconnection` under modes 1, 3, 5, 6), or
+//! - the relay is already where the trigger would put it (`remote_reconnect` while
+//!   `connected`; the limiter's `local_disconnect` while the head end holds the meter
+//!   `disconnected`).
+//!
+//! Every other trigger is refused without any change. In particular nothing but a remote
+//! command leaves `disconnected`: neither the button (`manual_reconnect`) nor the limiter's
+//! release (`local_reconnect`) can undo a remote disconnection.
 
 use std::fmt;
 
@@ -197,6 +205,14 @@ impl Trigger {
         Trigger::LocalDisconnect,
         Trigger::LocalReconnect,
     ];
+
+    /// Whether the trigger asks for the relay to be closed (a reconnection) rather than opened.
+    pub const fn closes_relay(self) -> bool {
+        matches!(
+            self,
+            Trigger::RemoteReconnect | Trigger::ManualReconnect | Trigger::LocalReconnect
+        )
+    }
 
     /// The Blue Book method/trigger name.
     pub const fn as_str(self) -> &'static str {
@@ -394,11 +410,14 @@ impl DisconnectControl {
                 relay,
             });
         }
-        let already_there = Transition::ALL.into_iter().any(|t| {
-            let (tr, _, to) = t.edge();
-            tr == trigger && to == from && self.mode.enables(t)
-        });
-        if already_there {
+        let enabled: Vec<Transition> = Transition::ALL
+            .into_iter()
+            .filter(|t| t.edge().0 == trigger && self.mode.enables(*t))
+            .collect();
+        let reaches_current = enabled.iter().any(|t| t.edge().2 == from);
+        let relay_already_there =
+            !enabled.is_empty() && trigger.closes_relay() == from.output_state();
+        if reaches_current || relay_already_there {
             Ok(TriggerOutcome {
                 from,
                 to: from,
@@ -412,5 +431,199 @@ impl DisconnectControl {
                 mode: self.mode,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The expected outcome of every trigger in every state under modes 1–6, written out from
+    /// the Blue Book's mode list (module docs) and the no-op rule, independently of the code:
+    /// a letter is the transition taken, `=` an accepted no-op, `x` a refusal. Rows are the
+    /// states disconnected, connected, ready_for_reconnection; columns the triggers
+    /// remote_disconnect, remote_reconnect, manual_disconnect, manual_reconnect,
+    /// local_disconnect, local_reconnect.
+    const TABLE: [(u8, [&str; 3]); 6] = [
+        (1, ["= d = x = x", "b = f = g x", "c = = e = x"]),
+        (2, ["= a = x = x", "b = f = g x", "c x = e = x"]),
+        (3, ["= d x x = x", "b = x = g x", "c = x e = x"]),
+        (4, ["= a x x = x", "b = x = g x", "c x x e = x"]),
+        (5, ["= d = x = x", "b = f = g =", "c = = e = h"]),
+        (6, ["= d x x = x", "b = x = g =", "c = x e = h"]),
+    ];
+
+    fn letter(t: Transition) -> &'static str {
+        match t {
+            Transition::A => "a",
+            Transition::B => "b",
+            Transition::C => "c",
+            Transition::D => "d",
+            Transition::E => "e",
+            Transition::F => "f",
+            Transition::G => "g",
+            Transition::H => "h",
+        }
+    }
+
+    #[test]
+    fn every_mode_state_and_trigger_matches_the_blue_book_table() {
+        let mut checked = 0;
+        for (mode, rows) in TABLE {
+            let mode = ControlMode::new(mode).unwrap();
+            for (state, row) in ControlState::ALL.into_iter().zip(rows) {
+                let expected: Vec<&str> = row.split(' ').collect();
+                for (trigger, want) in Trigger::ALL.into_iter().zip(expected) {
+                    let mut dc = DisconnectControl::new(state, mode);
+                    let got = match dc.apply(trigger) {
+                        Ok(TriggerOutcome {
+                            transition: Some(t),
+                            from,
+                            to,
+                            relay,
+                        }) => {
+                            assert_eq!(from, state);
+                            assert_eq!((t.edge().1, t.edge().2), (from, to));
+                            assert_eq!(dc.state(), to);
+                            let want_relay = match (from.output_state(), to.output_state()) {
+                                (false, true) => Some(RelayAction::Close),
+                                (true, false) => Some(RelayAction::Open),
+                                _ => None,
+                            };
+                            assert_eq!(relay, want_relay);
+                            letter(t)
+                        }
+                        Ok(o) => {
+                            assert_eq!((o.from, o.to, o.relay), (state, state, None));
+                            assert_eq!(dc.state(), state);
+                            "="
+                        }
+                        Err(r) => {
+                            assert_eq!((r.trigger, r.state, r.mode), (trigger, state, mode));
+                            assert_eq!(dc.state(), state, "a refusal changes nothing");
+                            "x"
+                        }
+                    };
+                    assert_eq!(got, want, "mode {mode}, state {state}, {trigger}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 6 * 3 * 6);
+    }
+
+    #[test]
+    fn each_transition_has_the_blue_book_edge_and_modes() {
+        use ControlState::*;
+        let edges = [
+            (
+                Transition::A,
+                Trigger::RemoteReconnect,
+                Disconnected,
+                Connected,
+                &[2u8, 4][..],
+            ),
+            (
+                Transition::B,
+                Trigger::RemoteDisconnect,
+                Connected,
+                Disconnected,
+                &[1, 2, 3, 4, 5, 6],
+            ),
+            (
+                Transition::C,
+                Trigger::RemoteDisconnect,
+                ReadyForReconnection,
+                Disconnected,
+                &[1, 2, 3, 4, 5, 6],
+            ),
+            (
+                Transition::D,
+                Trigger::RemoteReconnect,
+                Disconnected,
+                ReadyForReconnection,
+                &[1, 3, 5, 6],
+            ),
+            (
+                Transition::E,
+                Trigger::ManualReconnect,
+                ReadyForReconnection,
+                Connected,
+                &[1, 2, 3, 4, 5, 6],
+            ),
+            (
+                Transition::F,
+                Trigger::ManualDisconnect,
+                Connected,
+                ReadyForReconnection,
+                &[1, 2, 5],
+            ),
+            (
+                Transition::G,
+                Trigger::LocalDisconnect,
+                Connected,
+                ReadyForReconnection,
+                &[1, 2, 3, 4, 5, 6],
+            ),
+            (
+                Transition::H,
+                Trigger::LocalReconnect,
+                ReadyForReconnection,
+                Connected,
+                &[5, 6],
+            ),
+        ];
+        for (t, trigger, from, to, modes) in edges {
+            assert_eq!(t.edge(), (trigger, from, to), "{t:?}");
+            for mode in ControlMode::ALL {
+                assert_eq!(
+                    mode.enables(t),
+                    modes.contains(&mode.code()),
+                    "{t:?} in mode {mode}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mode_0_is_always_connected_and_refuses_everything() {
+        for state in ControlState::ALL {
+            let mut dc = DisconnectControl::new(state, ControlMode::NONE);
+            assert_eq!(dc.state(), ControlState::Connected);
+            for trigger in Trigger::ALL {
+                assert!(dc.apply(trigger).is_err(), "{trigger}");
+                assert_eq!(dc.state(), ControlState::Connected);
+            }
+        }
+        let mut dc =
+            DisconnectControl::new(ControlState::Disconnected, ControlMode::new(1).unwrap());
+        assert_eq!(dc.set_mode(ControlMode::NONE), Some(RelayAction::Close));
+        assert!(dc.output_state());
+    }
+
+    #[test]
+    fn codes_round_trip_and_bad_codes_are_rejected() {
+        for s in ControlState::ALL {
+            assert_eq!(ControlState::from_code(s.code()), Some(s));
+        }
+        assert_eq!(ControlState::from_code(3), None);
+        assert_eq!(ControlMode::new(7), None);
+        let err = serde_json::from_str::<ControlMode>("9")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("control mode 9 is not one of 0 to 6"), "{err}");
+        assert_eq!(
+            serde_json::to_string(&ControlState::ReadyForReconnection).unwrap(),
+            "\"ready_for_reconnection\""
+        );
+        let r = Refusal {
+            trigger: Trigger::ManualReconnect,
+            state: ControlState::Disconnected,
+            mode: ControlMode::new(1).unwrap(),
+        };
+        assert_eq!(
+            r.to_string(),
+            "manual_reconnect is not allowed in state disconnected under control mode 1"
+        );
     }
 }

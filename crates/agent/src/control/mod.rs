@@ -174,3 +174,6 @@ fn push_outcome(out: &mut ControlOutput, now_ms: u64, trigger: Trigger, outcome:
         out.relay = outcome.relay;
     }
 }
+
+#[cfg(test)]
+mod tests;

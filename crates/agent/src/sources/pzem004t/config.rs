@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// ```toml
 /// [source]
 /// type = "pzem004t"
-/// transport = { type = "rtu", port = "/dev/ttyUSB0" }   # or { type = "tcp", address = "127.0.0.1:502" }
+/// transport = { type = "rtu", port = "/dev/ttyUSB0" }
+/// # or { type = "tcp", address = "127.0.0.1:502" } or { type = "rtu_over_tcp", address = "…" }
 /// address = 1
 /// poll_ms = 1000
 /// ```
@@ -52,9 +53,15 @@ pub enum Transport {
         #[serde(default = "default_baud")]
         baud: u32,
     },
-    /// Modbus-TCP, through a gateway.
+    /// Modbus-TCP, through a gateway that translates to RTU on its serial side.
     Tcp {
         /// `host:port` of the gateway.
+        address: String,
+    },
+    /// Modbus-RTU frames carried unchanged over a TCP connection, as transparent serial
+    /// device servers (RS-485 to Ethernet converters) do.
+    RtuOverTcp {
+        /// `host:port` of the serial device server.
         address: String,
     },
 }
