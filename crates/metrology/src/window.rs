@@ -73,6 +73,76 @@ impl Weights {
     }
 }
 
+/// One pass over a window's samples (boundary samples first and last, weighted `w_first` and
+/// `w_last`; the oscillator tables carry those weights already): Σw·v, Σw·i, Σw·v², Σw·i²,
+/// Σw·v·i, Σv·c, Σv·s, Σi·c, Σi·s. Reading each array once instead of in five separate passes
+/// roughly halves the window's time-domain cost.
+fn fused_moments(
+    v: &[f64],
+    i: &[f64],
+    c: &[f64],
+    s: &[f64],
+    w_first: f64,
+    w_last: f64,
+) -> [f64; 9] {
+    const L: usize = 4;
+    let n = v.len();
+    let mut out = [0.0; 9];
+    let mut add = |x: f64, y: f64, wt: f64, ck: f64, sk: f64| {
+        out[0] += wt * x;
+        out[1] += wt * y;
+        out[2] += wt * x * x;
+        out[3] += wt * y * y;
+        out[4] += wt * x * y;
+        out[5] += x * ck;
+        out[6] += x * sk;
+        out[7] += y * ck;
+        out[8] += y * sk;
+    };
+    add(v[0], i[0], w_first, c[0], s[0]);
+    if n > 1 {
+        add(v[n - 1], i[n - 1], w_last, c[n - 1], s[n - 1]);
+    }
+    if n <= 2 {
+        return out;
+    }
+    let (v, i, c, s) = (&v[1..n - 1], &i[1..n - 1], &c[1..n - 1], &s[1..n - 1]);
+    let mut acc = [[0.0; L]; 9];
+    let chunks = v
+        .chunks_exact(L)
+        .zip(i.chunks_exact(L))
+        .zip(c.chunks_exact(L).zip(s.chunks_exact(L)));
+    for ((x, y), (ck, sk)) in chunks {
+        for k in 0..L {
+            acc[0][k] += x[k];
+            acc[1][k] += y[k];
+            acc[2][k] += x[k] * x[k];
+            acc[3][k] += y[k] * y[k];
+            acc[4][k] += x[k] * y[k];
+            acc[5][k] += x[k] * ck[k];
+            acc[6][k] += x[k] * sk[k];
+            acc[7][k] += y[k] * ck[k];
+            acc[8][k] += y[k] * sk[k];
+        }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o += a.iter().sum::<f64>();
+    }
+    let done = v.len() / L * L;
+    for k in done..v.len() {
+        out[0] += v[k];
+        out[1] += i[k];
+        out[2] += v[k] * v[k];
+        out[3] += i[k] * i[k];
+        out[4] += v[k] * i[k];
+        out[5] += v[k] * c[k];
+        out[6] += v[k] * s[k];
+        out[7] += i[k] * c[k];
+        out[8] += i[k] * s[k];
+    }
+    out
+}
+
 /// Σw·a, Σw·b, Σw·a², Σw·b², Σw·a·b over the span.
 fn sums5(a: &[f64], b: &[f64], w: Weights) -> [f64; 5] {
     let lo = w.i0 + 1;
@@ -141,23 +211,6 @@ fn lane_sum(a: &[f64]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + ac.remainder().iter().sum::<f64>()
-}
-
-/// Σ a·t over equally long slices (the oscillator tables already carry the weights).
-fn dot(a: &[f64], t: &[f64]) -> f64 {
-    let mut acc = [0.0; LANES];
-    let mut ac = a.chunks_exact(LANES);
-    let mut tc = t.chunks_exact(LANES);
-    for (x, y) in (&mut ac).zip(&mut tc) {
-        for k in 0..LANES {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s: f64 = acc.iter().sum();
-    for (x, y) in ac.remainder().iter().zip(tc.remainder()) {
-        s += x * y;
-    }
-    s
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -350,20 +403,27 @@ impl WindowEngine {
     }
 
     fn moments(&self, v: &[f64], i: &[f64], w: Weights, len: f64) -> PhaseMoments {
-        let [sv, si, svv, sii, svi] = sums5(v, i, w);
+        let count = w.i1 - w.i0 + 1;
+        let (cos, sin) = (&self.osc_cos[..count], &self.osc_sin[..count]);
+        let [sv, si, svv, sii, svi, vc, vs, ic, is] = fused_moments(
+            &v[w.i0..=w.i1],
+            &i[w.i0..=w.i1],
+            cos,
+            sin,
+            w.w0,
+            if count > 1 { w.w1 } else { w.w0 },
+        );
         let (v_mean, i_mean) = (sv / len, si / len);
         // Exact DC removal: E[(v − m)²] = E[v²] − m², E[(v − mv)(i − mi)] = E[vi] − mv·mi.
         let v_var = (svv / len - v_mean * v_mean).max(0.0);
         let i_var = (sii / len - i_mean * i_mean).max(0.0);
         let p_w = svi / len - v_mean * i_mean;
-        let count = w.i1 - w.i0 + 1;
-        let (cos, sin) = (&self.osc_cos[..count], &self.osc_sin[..count]);
         let (sum_cos, sum_sin) = (self.osc_sum_cos, self.osc_sum_sin);
         let k = SQRT_2 / len;
         // RMS phasor of x − mean: (√2/L)·Σ w_n (x_n − m)·e^{−jθ_n}.
-        let phasor = |x: &[f64], mean: f64| Complex {
-            re: k * (dot(&x[w.i0..=w.i1], cos) - mean * sum_cos),
-            im: -k * (dot(&x[w.i0..=w.i1], sin) - mean * sum_sin),
+        let phasor = |xc: f64, xs: f64, mean: f64| Complex {
+            re: k * (xc - mean * sum_cos),
+            im: -k * (xs - mean * sum_sin),
         };
         PhaseMoments {
             v_mean,
@@ -371,8 +431,8 @@ impl WindowEngine {
             v_var,
             i_var,
             p_w,
-            v1: phasor(v, v_mean),
-            i1: phasor(i, i_mean),
+            v1: phasor(vc, vs, v_mean),
+            i1: phasor(ic, is, i_mean),
         }
     }
 
