@@ -17,8 +17,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::security::{self, CounterStore, Keys, SecurityControl, SystemTitle};
 use crate::{Apdu, Obis};
 
-/// How the client authenticates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the client authenticates. `Debug` never shows the password or keys.
+#[derive(Clone, PartialEq, Eq)]
 pub enum ClientAuthentication {
     None,
     Lls {
@@ -30,6 +30,21 @@ pub enum ClientAuthentication {
         system_title: SystemTitle,
         challenge: Vec<u8>,
     },
+}
+
+impl core::fmt::Debug for ClientAuthentication {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ClientAuthentication::None => f.write_str("None"),
+            ClientAuthentication::Lls { .. } => f.write_str("Lls { password: <redacted> }"),
+            ClientAuthentication::HlsGmac { system_title, .. } => {
+                write!(
+                    f,
+                    "HlsGmac {{ keys: <redacted>, system_title: {system_title:02X?} }}"
+                )
+            }
+        }
+    }
 }
 
 /// Client settings.

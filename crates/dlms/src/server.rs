@@ -24,8 +24,8 @@ use crate::error::ErrorKind;
 use crate::security::{self, CounterStore, Keys, SecurityControl, SystemTitle};
 use crate::{Apdu, Obis, wrapper};
 
-/// How a client SAP authenticates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a client SAP authenticates. `Debug` never shows the password or keys.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Authentication {
     /// No authentication (lowest level).
     None,
@@ -37,6 +37,24 @@ pub enum Authentication {
         keys: Keys,
         client_system_title: SystemTitle,
     },
+}
+
+impl core::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Authentication::None => f.write_str("None"),
+            Authentication::Lls { .. } => f.write_str("Lls { password: <redacted> }"),
+            Authentication::HlsGmac {
+                client_system_title,
+                ..
+            } => {
+                write!(
+                    f,
+                    "HlsGmac {{ keys: <redacted>, client_system_title: {client_system_title:02X?} }}"
+                )
+            }
+        }
+    }
 }
 
 /// One association the server offers.
@@ -1599,6 +1617,11 @@ mod tests {
         let rlrq = rig.client.release().unwrap();
         assert_eq!(rig.run(rlrq).unwrap(), Event::Released);
         assert_eq!(rig.server.role(), None);
+        let shown = alloc::format!("{:?}", rig.server.config());
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("demo-lls"),
+            "{shown}"
+        );
         assert!(
             rig.client
                 .get(blob_value(), None, &mut rig.client_counters)
