@@ -442,8 +442,8 @@ impl WindowEngine {
         let plan = self.tap_index[..n].iter_mut().zip(&mut self.taps[..n]);
         for (m, (index, taps)) in plan.enumerate() {
             let p = span.xa + step * m as f64;
-            // p ≥ 1 here, so truncation is the floor (and compiles to one instruction).
-            let base = p as usize;
+            // 1 ≤ p < 2³¹ here, so truncation is the floor and converts in one (vector) instruction.
+            let base = p as i32 as usize;
             let mu = p - base as f64;
             // 4-point Lagrange weights for samples base−1, base, base+1, base+2.
             let (a, b, c) = (mu + 1.0, mu - 1.0, mu - 2.0);
