@@ -45,7 +45,8 @@ def crossings(v):
     DC removed), interpolated linearly; the smoothing's delay is constant, so periods are exact.
     """
     k = int(FS / 50 / 4)
-    y = np.convolve(v - v.mean(), np.ones(k) / k, mode="valid")
+    cs = np.cumsum(v - v.mean())
+    y = (cs[k - 1:] - np.concatenate(([0.0], cs[:-k]))) / k
     neg = y[:-1] < 0
     idx = np.nonzero(neg & (y[1:] >= 0))[0]
     frac = y[idx] / (y[idx] - y[idx + 1])
@@ -61,13 +62,14 @@ def same_algorithm(v, i):
     length = xb - xa
     # Boundary weights through cumulative sums: S(x) = integral of the sample-and-hold signal
     # whose sample n covers [n - 1/2, n + 1/2).
-    def integral(c, pos):
-        n = np.floor(pos + 0.5).astype(np.int64)
-        cs = np.concatenate(([0.0], np.cumsum(c)))
-        return cs[n] + c[n] * (pos - (n - 0.5))
+    na = np.floor(xa + 0.5).astype(np.int64)
+    nb = np.floor(xb + 0.5).astype(np.int64)
     sums = {}
     for name, c in (("v", v), ("i", i), ("vv", v * v), ("ii", i * i), ("vi", v * i)):
-        sums[name] = (integral(c, xb) - integral(c, xa)) / length
+        cs = np.concatenate(([0.0], np.cumsum(c)))
+        at_b = cs[nb] + c[nb] * (xb - (nb - 0.5))
+        at_a = cs[na] + c[na] * (xa - (na - 0.5))
+        sums[name] = (at_b - at_a) / length
     mv, mi = sums["v"], sums["i"]
     v_rms = np.sqrt(np.maximum(sums["vv"] - mv * mv, 0))
     i_rms = np.sqrt(np.maximum(sums["ii"] - mi * mi, 0))
