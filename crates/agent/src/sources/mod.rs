@@ -38,6 +38,33 @@ pub enum SourceConfig {
     SpiAdc(spi_adc::SpiAdcConfig),
 }
 
+impl SourceConfig {
+    /// Build the configured source.
+    ///
+    /// `recordings` opens CSV/WAV files for `replay`: the `wattline` binary passes an adapter
+    /// over its waveform readers (the agent does not depend on the binary); without it a
+    /// `replay` config is a clear error. `spi_adc` needs the `spidev` feature.
+    pub fn build(
+        &self,
+        recordings: Option<std::sync::Arc<dyn replay::OpenRecording>>,
+    ) -> Result<Box<dyn Source>, Error> {
+        Ok(match self {
+            SourceConfig::Simulator(c) => Box::new(simulator::SimulatorSource::from_config(c)?),
+            SourceConfig::Replay(c) => {
+                let opener = recordings.ok_or_else(|| {
+                    Error::config(format!(
+                        "replay of {}: this program has no recording reader (run it through the wattline binary)",
+                        c.path.display()
+                    ))
+                })?;
+                Box::new(replay::ReplaySource::new(c.clone(), opener)?)
+            }
+            SourceConfig::Pzem004t(c) => Box::new(pzem004t::Pzem004tSource::new(c.clone())?),
+            SourceConfig::SpiAdc(c) => Box::new(spi_adc::SpiAdcSource::from_config(c)?),
+        })
+    }
+}
+
 /// How the channels of one frame are laid out in [`SampleChunk::samples`].
 ///
 /// The order is the one of DESIGN §3.2 waveform files, so a recording replays unchanged:

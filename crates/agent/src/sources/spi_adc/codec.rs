@@ -71,7 +71,10 @@ mod tests {
         assert_eq!(Chip::Mcp3008.decode([0x00, 0x01, 0x02]).unwrap(), 258);
         assert_eq!(Chip::Mcp3208.decode([0xFF, 0xEF, 0xFF]).unwrap(), 4095);
         assert_eq!(Chip::Mcp3208.decode([0xFF, 0xE8, 0x00]).unwrap(), 2048);
-        let err = Chip::Mcp3208.decode([0xFF, 0xFF, 0xFF]).unwrap_err().to_string();
+        let err = Chip::Mcp3208
+            .decode([0xFF, 0xFF, 0xFF])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no null bit"), "{err}");
         assert!(Chip::Mcp3008.decode([0xFF, 0xFF, 0xFF]).is_err());
     }

@@ -48,7 +48,9 @@ impl FramePlan {
     pub fn new(config: &SpiAdcConfig) -> Result<FramePlan, Error> {
         let fs = config.sample_rate_hz;
         if !(fs.is_finite() && fs > 0.0) {
-            return Err(Error::config(format!("spi_adc.sample_rate_hz must be positive, got {fs}")));
+            return Err(Error::config(format!(
+                "spi_adc.sample_rate_hz must be positive, got {fs}"
+            )));
         }
         if config.spi_hz == 0 {
             return Err(Error::config("spi_adc.spi_hz must be positive"));
@@ -61,22 +63,38 @@ impl FramePlan {
         for (n, c) in config.channels.iter().enumerate() {
             let at = format!("spi_adc.channels[{n}]");
             if c.adc_channel > 7 {
-                return Err(Error::config(format!("{at}.adc_channel must be 0..=7, got {}", c.adc_channel)));
+                return Err(Error::config(format!(
+                    "{at}.adc_channel must be 0..=7, got {}",
+                    c.adc_channel
+                )));
             }
             if std::mem::replace(&mut seen_adc[usize::from(c.adc_channel)], true) {
-                return Err(Error::config(format!("{at}: adc_channel {} is mapped twice", c.adc_channel)));
+                return Err(Error::config(format!(
+                    "{at}: adc_channel {} is mapped twice",
+                    c.adc_channel
+                )));
             }
             if !(c.scale.is_finite() && c.scale != 0.0) {
-                return Err(Error::config(format!("{at}.scale must be a non-zero number, got {}", c.scale)));
+                return Err(Error::config(format!(
+                    "{at}.scale must be a non-zero number, got {}",
+                    c.scale
+                )));
             }
-            let offset = c.offset_counts.unwrap_or(f64::from(config.chip.mid_scale()));
+            let offset = c
+                .offset_counts
+                .unwrap_or(f64::from(config.chip.mid_scale()));
             if !(0.0..=full_scale).contains(&offset) {
                 return Err(Error::config(format!(
                     "{at}.offset_counts must be within 0..={full_scale} for {:?}, got {offset}",
                     config.chip
                 )));
             }
-            reads.push((c.adc_channel, output_index(layout, c.signal), c.scale, offset));
+            reads.push((
+                c.adc_channel,
+                output_index(layout, c.signal),
+                c.scale,
+                offset,
+            ));
         }
         let conversion_s = f64::from(CONVERSION_CLOCKS) / f64::from(config.spi_hz);
         let frame_s = conversion_s * reads.len() as f64;
@@ -88,8 +106,16 @@ impl FramePlan {
                 frame_s * 1e6
             )));
         }
-        let delay_frames = (0..reads.len()).map(|j| j as f64 * conversion_s * fs).collect();
-        Ok(FramePlan { chip: config.chip, layout, reads, delay_frames, sample_rate_hz: fs })
+        let delay_frames = (0..reads.len())
+            .map(|j| j as f64 * conversion_s * fs)
+            .collect();
+        Ok(FramePlan {
+            chip: config.chip,
+            layout,
+            reads,
+            delay_frames,
+            sample_rate_hz: fs,
+        })
     }
 
     /// The layout of the frames produced.
@@ -99,7 +125,10 @@ impl FramePlan {
 
     /// MOSI bytes of one frame.
     pub fn frame_command(&self) -> Vec<u8> {
-        self.reads.iter().flat_map(|(ch, ..)| self.chip.command(*ch)).collect()
+        self.reads
+            .iter()
+            .flat_map(|(ch, ..)| self.chip.command(*ch))
+            .collect()
     }
 
     /// Bytes per frame.
@@ -112,17 +141,26 @@ impl FramePlan {
     pub fn decode_frames(&self, miso: &[u8], out: &mut Vec<f64>) -> Result<(), Error> {
         let bpf = self.bytes_per_frame();
         if miso.len() % bpf != 0 {
-            return Err(Error::device(format!("{} MISO bytes are not whole frames of {bpf}", miso.len())));
+            return Err(Error::device(format!(
+                "{} MISO bytes are not whole frames of {bpf}",
+                miso.len()
+            )));
         }
         let channels = self.layout.channels();
         for (k, frame) in miso.chunks_exact(bpf).enumerate() {
             let base = out.len();
             out.resize(base + channels, 0.0);
-            for (j, (bytes, (adc, idx, scale, offset))) in frame.chunks_exact(3).zip(&self.reads).enumerate() {
+            for (j, (bytes, (adc, idx, scale, offset))) in
+                frame.chunks_exact(3).zip(&self.reads).enumerate()
+            {
                 let code = self
                     .chip
                     .decode([bytes[0], bytes[1], bytes[2]])
-                    .map_err(|e| Error::device(format!("frame {k}, conversion {j} (adc channel {adc}): {e}")))?;
+                    .map_err(|e| {
+                        Error::device(format!(
+                            "frame {k}, conversion {j} (adc channel {adc}): {e}"
+                        ))
+                    })?;
                 out[base + idx] = (f64::from(code) - offset) * scale;
             }
         }
@@ -194,8 +232,12 @@ impl SpiAdcSource {
     /// Open the spidev device of `config` (feature `spidev`).
     #[cfg(feature = "spidev")]
     pub fn from_config(config: &SpiAdcConfig) -> Result<SpiAdcSource, Error> {
-        let dev = Spidev::open(&config.device, config.spi_hz)
-            .map_err(|e| Error::io(format!("cannot open spi device {}", config.device.display()), e))?;
+        let dev = Spidev::open(&config.device, config.spi_hz).map_err(|e| {
+            Error::io(
+                format!("cannot open spi device {}", config.device.display()),
+                e,
+            )
+        })?;
         SpiAdcSource::with_transfer(config, Box::new(dev))
     }
 
@@ -210,7 +252,10 @@ impl SpiAdcSource {
     }
 
     /// Run the converter through `transfer` (a real device or a recorded stream).
-    pub fn with_transfer(config: &SpiAdcConfig, mut transfer: Box<dyn SpiTransfer>) -> Result<SpiAdcSource, Error> {
+    pub fn with_transfer(
+        config: &SpiAdcConfig,
+        mut transfer: Box<dyn SpiTransfer>,
+    ) -> Result<SpiAdcSource, Error> {
         let plan = FramePlan::new(config)?;
         if config.chunk_frames == 0 {
             return Err(Error::config("spi_adc.chunk_frames must be positive"));
@@ -228,10 +273,18 @@ impl SpiAdcSource {
                 let mut next_frame: u64 = 0;
                 let mut gap = false;
                 loop {
-                    if matches!(stopped.try_recv(), Err(std_mpsc::TryRecvError::Disconnected)) {
+                    if matches!(
+                        stopped.try_recv(),
+                        Err(std_mpsc::TryRecvError::Disconnected)
+                    ) {
                         return;
                     }
-                    let result = match transfer.transfer(&command, &mut miso, plan.bytes_per_frame(), period_us) {
+                    let result = match transfer.transfer(
+                        &command,
+                        &mut miso,
+                        plan.bytes_per_frame(),
+                        period_us,
+                    ) {
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                             let _ = tx.blocking_send(Ok(None));
                             return;
@@ -268,7 +321,11 @@ impl SpiAdcSource {
                 }
             })
             .map_err(|e| Error::io("cannot start the spi-adc thread", e))?;
-        Ok(SpiAdcSource { rx, _stop: stop, done: false })
+        Ok(SpiAdcSource {
+            rx,
+            _stop: stop,
+            done: false,
+        })
     }
 }
 

@@ -14,7 +14,13 @@ use std::path::Path;
 /// no more data (the end of a recording).
 pub trait SpiTransfer: Send {
     /// Perform the transfers of `tx`, writing what came back into `rx`.
-    fn transfer(&mut self, tx: &[u8], rx: &mut [u8], bytes_per_frame: usize, frame_period_us: u32) -> io::Result<()>;
+    fn transfer(
+        &mut self,
+        tx: &[u8],
+        rx: &mut [u8],
+        bytes_per_frame: usize,
+        frame_period_us: u32,
+    ) -> io::Result<()>;
 }
 
 /// A recorded MISO byte stream, served in order; also keeps the MOSI bytes it was sent, so a
@@ -29,7 +35,11 @@ pub struct RecordedSpi {
 impl RecordedSpi {
     /// Serve `miso` in order.
     pub fn new(miso: Vec<u8>) -> RecordedSpi {
-        RecordedSpi { miso, at: 0, mosi: Vec::new() }
+        RecordedSpi {
+            miso,
+            at: 0,
+            mosi: Vec::new(),
+        }
     }
 
     /// The MOSI bytes sent so far.
@@ -39,16 +49,28 @@ impl RecordedSpi {
 }
 
 impl SpiTransfer for RecordedSpi {
-    fn transfer(&mut self, tx: &[u8], rx: &mut [u8], _bytes_per_frame: usize, _period: u32) -> io::Result<()> {
+    fn transfer(
+        &mut self,
+        tx: &[u8],
+        rx: &mut [u8],
+        _bytes_per_frame: usize,
+        _period: u32,
+    ) -> io::Result<()> {
         let left = self.miso.len() - self.at;
         if left == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "end of the recorded spi stream"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "end of the recorded spi stream",
+            ));
         }
         // A recording that ends mid-frame is not silently padded: only whole transfers count.
         if left < tx.len() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("recorded spi stream ends with {left} bytes, {} needed", tx.len()),
+                format!(
+                    "recorded spi stream ends with {left} bytes, {} needed",
+                    tx.len()
+                ),
             ));
         }
         rx.copy_from_slice(&self.miso[self.at..self.at + tx.len()]);
@@ -83,7 +105,13 @@ impl Spidev {
 
 #[cfg(feature = "spidev")]
 impl SpiTransfer for Spidev {
-    fn transfer(&mut self, tx: &[u8], rx: &mut [u8], bytes_per_frame: usize, frame_period_us: u32) -> io::Result<()> {
+    fn transfer(
+        &mut self,
+        tx: &[u8],
+        rx: &mut [u8],
+        bytes_per_frame: usize,
+        frame_period_us: u32,
+    ) -> io::Result<()> {
         use spidev::SpidevTransfer;
         // The kernel limits one message to `bufsiz` bytes (4096 by default), so send whole
         // frames in batches below it.
@@ -92,9 +120,12 @@ impl SpiTransfer for Spidev {
         let frame_us = (bytes_per_frame as u64 * 8 * 1_000_000 / u64::from(self.spi_hz)) as u32;
         // The delay after each frame's last conversion paces the frames; user-space timing is
         // only approximate (the kernel schedules the message), which the source documents.
-        let gap_us = frame_period_us.saturating_sub(frame_us).min(u32::from(u16::MAX)) as u16;
-        for (tx_batch, rx_batch) in
-            tx.chunks(frames_per_batch * bytes_per_frame).zip(rx.chunks_mut(frames_per_batch * bytes_per_frame))
+        let gap_us = frame_period_us
+            .saturating_sub(frame_us)
+            .min(u32::from(u16::MAX)) as u16;
+        for (tx_batch, rx_batch) in tx
+            .chunks(frames_per_batch * bytes_per_frame)
+            .zip(rx.chunks_mut(frames_per_batch * bytes_per_frame))
         {
             let last = tx_batch.len() / 3 - 1;
             let mut transfers: Vec<SpidevTransfer<'_, '_>> = tx_batch
