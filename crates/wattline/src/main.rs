@@ -20,10 +20,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the meter agent (measure, keep registers and outbox, send over MQTT/TLS), or show
+    /// the status of a running one.
+    #[command(after_help = cmd::agent::EXAMPLES)]
+    Agent(cmd::agent::Args),
     /// Measure a recorded voltage/current waveform (CSV or WAV): RMS, power, PF, harmonics,
     /// energy, per IEC 61000-4-30 window.
     #[command(after_help = cmd::analyze::EXAMPLES)]
     Analyze(cmd::analyze::Args),
+    /// Simulated meters at a set rate over MQTT/TLS through the broker into ingest: latency,
+    /// throughput, and that every reading is stored once.
+    #[command(after_help = cmd::loadgen::EXAMPLES)]
+    Loadgen(cmd::loadgen::Args),
     /// Regenerate the bundled example recordings in testdata/ (developer tool).
     #[command(hide = true, after_help = "Example:\n  wattline make-testdata --out testdata")]
     MakeTestdata(cmd::make_testdata::Args),
@@ -37,7 +45,9 @@ fn main() -> ExitCode {
     // Usage errors exit with 2 and `--help` with 0, both inside `parse` (DESIGN §3.1).
     let cli = Cli::parse();
     let outcome = match &cli.command {
+        Command::Agent(args) => cmd::agent::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Loadgen(args) => cmd::loadgen::run(args),
         Command::MakeTestdata(args) => cmd::make_testdata::run(args),
         Command::Theft(args) => cmd::theft::run(args),
     };

@@ -1,6 +1,8 @@
 //! The subcommands, one module each, and how their failures become exit codes.
 
+pub mod agent;
 pub mod analyze;
+pub mod loadgen;
 pub mod make_testdata;
 pub mod theft;
 
