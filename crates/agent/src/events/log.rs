@@ -152,6 +152,11 @@ impl EventLog {
                 })?;
                 file.set_len(end)
                     .map_err(|e| Error::io(ctx("cannot truncate"), e))?;
+                if end == 0 {
+                    // Not a log at all (moved aside above): start a fresh one.
+                    file.write_all(MAGIC)
+                        .map_err(|e| Error::io(ctx("cannot write"), e))?;
+                }
                 file.sync_all()
                     .map_err(|e| Error::io(ctx("cannot sync"), e))?;
                 recovery.damage = Some(Damage {
@@ -160,7 +165,7 @@ impl EventLog {
                     reason,
                     saved_to,
                 });
-                end
+                end.max(MAGIC.len() as u64)
             } else {
                 bytes.len() as u64
             }

@@ -14,10 +14,14 @@
 //! The pipeline sends each [`MeterEvent`] as an `event` record.
 
 mod detector;
+mod gpio;
 mod log;
 mod residual;
 
 pub use detector::{Debounce, ElectricalSnapshot, PhaseSnapshot, TamperConfig, TamperDetector};
+#[cfg(feature = "gpio")]
+pub use gpio::GpioInputs;
+pub use gpio::{GpioConfig, GpioInputConfig, GpioMap};
 pub use log::{Damage, EventLog, EventLogConfig, LoggedEvent, Recovery};
 pub use residual::ResidualCurrent;
 
@@ -212,3 +216,6 @@ impl std::error::Error for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
