@@ -10,8 +10,7 @@ use std::path::PathBuf;
 
 use agent::config::AgentConfig;
 use agent::pipeline::RunOptions;
-use agent::sources::simulator::SimulatorSource;
-use agent::sources::{Source, SourceConfig};
+use agent::sources::Source;
 
 /// Entry point of the agent child processes the broker tests start (see `support::agent`);
 /// does nothing when run as an ordinary test.
@@ -26,10 +25,7 @@ fn agent_child_process() {
         .with_ansi(false)
         .init();
     let config = AgentConfig::load(&PathBuf::from(config_path)).expect("agent config");
-    let source: Box<dyn Source> = match &config.source {
-        SourceConfig::Simulator(c) => Box::new(SimulatorSource::from_config(c).expect("simulator")),
-        other => panic!("the tests use the simulator, not {other:?}"),
-    };
+    let source: Box<dyn Source> = config.source.build(None).expect("simulator source");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -102,26 +102,6 @@ struct Meter {
     dropped_logged: u64,
 }
 
-/// Builds the configured source. Only the sources that exist in this build are accepted;
-/// any other gets an error naming it (never a silent fallback).
-pub fn build_source(config: &crate::sources::SourceConfig) -> Result<Box<dyn Source>, Error> {
-    use crate::sources::SourceConfig;
-    match config {
-        SourceConfig::Simulator(c) => crate::sources::simulator::SimulatorSource::from_config(c)
-            .map(|s| Box::new(s) as Box<dyn Source>)
-            .map_err(|e| Error::new(format!("source: {e}"))),
-        other => {
-            let name = serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| "unknown".into());
-            Err(Error::new(format!(
-                "source type {name:?} is not available in this build yet (use \"simulator\")"
-            )))
-        }
-    }
-}
-
 /// Runs the agent for `config` with `source` until `shutdown` turns true.
 pub async fn run(
     config: AgentConfig,
