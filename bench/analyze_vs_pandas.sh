@@ -6,17 +6,21 @@
 #   bench/analyze_vs_pandas.sh [CORE] [REPEATS]     (defaults: core 1, 2 repeats)
 #
 # Needs: python3 with pandas (pip install pandas), /usr/bin/time (GNU time), taskset (util-linux).
-# Env: BIG_CSV (default /tmp/wattline_bench_1g.csv; generated if missing), CARGO_TARGET_DIR.
+# Env: BIG_CSV (default /tmp/wattline_bench_1g.csv; generated if missing), CARGO_TARGET_DIR,
+#      WATTLINE_BIN (a prebuilt release binary; skips the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 core="${1:-1}"
 repeats="${2:-2}"
 big="${BIG_CSV:-/tmp/wattline_bench_1g.csv}"
 target_dir="${CARGO_TARGET_DIR:-target}"
-bin="$target_dir/release/wattline"
-
-echo "==> building wattline (release)"
-cargo build --release -p wattline --bin wattline --locked
+if [ -n "${WATTLINE_BIN:-}" ]; then
+  bin="$WATTLINE_BIN"
+else
+  bin="$target_dir/release/wattline"
+  echo "==> building wattline (release)"
+  cargo build --release -p wattline --bin wattline --locked
+fi
 if [ ! -f testdata/pump_230v_pf08_8khz.csv ]; then
   echo "testdata/pump_230v_pf08_8khz.csv is missing (run: wattline make-testdata)" >&2
   exit 1
