@@ -954,6 +954,20 @@ mod tests {
     }
 
     #[test]
+    fn transformer_no_load_and_load_losses() {
+        // 400 kVA, P0 = 610 W, Pk = 4600 W; half load (200 kVA at unity PF) for one hour.
+        let mut t = house(0.0);
+        t.children[0].service = None;
+        t.transformer = Some(Transformer {
+            rated_kva: 400.0,
+            no_load_loss_w: 610.0,
+            load_loss_w: 4600.0,
+        });
+        let loss = t.loss_wh(&[200_000.0], 3600.0, 20.0);
+        assert!((loss - (610.0 + 4600.0 * 0.25)).abs() < 1e-6, "{loss}");
+    }
+
+    #[test]
     fn class_limits_widen_at_light_load() {
         let c = AccuracyClass::Class1;
         assert!((c.error_wh(1000.0, 2.0, 5.0) - 10.0).abs() < 1e-9);

@@ -154,3 +154,23 @@ fn children_reading_more_than_the_observer_is_a_topology_diagnostic() {
         report.diagnostics
     );
 }
+
+#[test]
+fn cusum_catches_a_slow_theft_below_the_interval_and_day_thresholds() {
+    let cfg = BalanceConfig::default();
+    let data = readings(7 + 3, 7 * 96, 0.008, 11);
+    let (calibration, _) = calibrate(&topology(), &data[..7 * 96], &cfg);
+    let report = evaluate_balance(&topology(), calibration.as_ref(), &data[7 * 96..], &cfg);
+    assert!(
+        report.days.iter().all(|d| !d.alarm),
+        "a 0.8 % theft is inside the day threshold"
+    );
+    let cusum: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.alarm == BalanceAlarm::Cusum)
+        .collect();
+    assert!(!cusum.is_empty(), "{:?}", report.findings);
+    assert!(cusum[0].end_s - data[7 * 96].start_s < 86_400);
+    assert!(cusum[0].message.contains("UTC"), "{}", cusum[0].message);
+}
