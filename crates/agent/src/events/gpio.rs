@@ -155,12 +155,11 @@ mod hardware {
                 .spawn(move || {
                     while let Ok(event) = request.read_edge_event() {
                         let high = event.kind == EdgeKind::Rising;
-                        if let Some(s) =
-                            map.signal(event.offset, high, start.elapsed().as_secs_f64())
+                        let t_s = start.elapsed().as_secs_f64();
+                        if let Some(s) = map.signal(event.offset, high, t_s)
+                            && tx.blocking_send(s).is_err()
                         {
-                            if tx.blocking_send(s).is_err() {
-                                return;
-                            }
+                            return;
                         }
                     }
                 })

@@ -262,7 +262,10 @@ impl EventLog {
     }
 }
 
-fn read_records(path: &Path) -> Result<(Vec<LoggedEvent>, Option<(u64, String)>), Error> {
+/// The valid records of a file, and where and why parsing stopped early.
+type Parsed = (Vec<LoggedEvent>, Option<(u64, String)>);
+
+fn read_records(path: &Path) -> Result<Parsed, Error> {
     let bytes = fs::read(path)
         .map_err(|e| Error::io(format!("cannot read event log {}", path.display()), e))?;
     Ok(parse(&bytes))
@@ -288,7 +291,7 @@ fn checksum(seq: u64, payload: &[u8]) -> u32 {
 }
 
 /// Parse a whole log file: the valid records, and where and why parsing stopped early.
-fn parse(bytes: &[u8]) -> (Vec<LoggedEvent>, Option<(u64, String)>) {
+fn parse(bytes: &[u8]) -> Parsed {
     let mut out = Vec::new();
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         return (out, Some((0, "missing or wrong file header".to_string())));

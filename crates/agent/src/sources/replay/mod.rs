@@ -54,7 +54,7 @@ impl MemoryRecording {
         sample_rate_hz: f64,
         frames: Vec<f64>,
     ) -> Result<MemoryRecording, Error> {
-        if frames.len() % layout.channels() != 0 {
+        if !frames.len().is_multiple_of(layout.channels()) {
             return Err(Error::recording(format!(
                 "{} values are not whole frames of {} channels",
                 frames.len(),

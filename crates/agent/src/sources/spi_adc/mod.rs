@@ -140,7 +140,7 @@ impl FramePlan {
     /// aligned (each value as sampled at its own conversion instant).
     pub fn decode_frames(&self, miso: &[u8], out: &mut Vec<f64>) -> Result<(), Error> {
         let bpf = self.bytes_per_frame();
-        if miso.len() % bpf != 0 {
+        if !miso.len().is_multiple_of(bpf) {
             return Err(Error::device(format!(
                 "{} MISO bytes are not whole frames of {bpf}",
                 miso.len()
