@@ -27,7 +27,11 @@ struct PzemDevice {
 
 impl PzemDevice {
     fn new(address: u8, reading: PzemReading) -> PzemDevice {
-        PzemDevice { address, input: Arc::new(Mutex::new(reading.encode())), alarm_threshold_w: 2300 }
+        PzemDevice {
+            address,
+            input: Arc::new(Mutex::new(reading.encode())),
+            alarm_threshold_w: 2300,
+        }
     }
 }
 
@@ -51,9 +55,10 @@ impl Service for PzemDevice {
                     Ok(Some(Response::ReadInputRegisters(regs[a..a + n].to_vec())))
                 }
             }
-            Request::ReadHoldingRegisters(1, 2) => {
-                Ok(Some(Response::ReadHoldingRegisters(vec![self.alarm_threshold_w, u16::from(self.address)])))
-            }
+            Request::ReadHoldingRegisters(1, 2) => Ok(Some(Response::ReadHoldingRegisters(vec![
+                self.alarm_threshold_w,
+                u16::from(self.address),
+            ]))),
             Request::ReadHoldingRegisters(..) => Err(ExceptionCode::IllegalDataAddress),
             _ => Err(ExceptionCode::IllegalFunction),
         };
@@ -96,7 +101,9 @@ async fn serve_rtu_over_tcp(device: PzemDevice) -> (SocketAddr, tokio::task::Joi
         let new_service = move |_addr| Ok(Some(device.clone()));
         let on_connected = |stream, addr| {
             let new_service = new_service.clone();
-            async move { tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, addr, new_service) }
+            async move {
+                tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, addr, new_service)
+            }
         };
         let _ = server.serve(&on_connected, |_err| {}).await;
     });
@@ -104,11 +111,18 @@ async fn serve_rtu_over_tcp(device: PzemDevice) -> (SocketAddr, tokio::task::Joi
 }
 
 fn config(transport: Transport, address: u8) -> Pzem004tConfig {
-    Pzem004tConfig { transport, address, poll_ms: 100, timeout_ms: 300 }
+    Pzem004tConfig {
+        transport,
+        address,
+        poll_ms: 100,
+        timeout_ms: 300,
+    }
 }
 
 fn assert_reading(out: Option<SourceOutput>) {
-    let Some(SourceOutput::Measured(m)) = out else { panic!("expected a measurement, got {out:?}") };
+    let Some(SourceOutput::Measured(m)) = out else {
+        panic!("expected a measurement, got {out:?}")
+    };
     let p = m.phases[0];
     assert!((p.v_rms - 229.7).abs() < 1e-9, "{p:?}");
     assert!((p.i_rms - 4.696).abs() < 1e-9);
@@ -123,7 +137,13 @@ fn assert_reading(out: Option<SourceOutput>) {
 async fn reads_the_register_map_over_modbus_tcp_and_follows_changes() {
     let device = PzemDevice::new(1, reading());
     let (addr, server) = serve_tcp(device.clone()).await;
-    let mut source = Pzem004tSource::new(config(Transport::Tcp { address: addr.to_string() }, 1)).unwrap();
+    let mut source = Pzem004tSource::new(config(
+        Transport::Tcp {
+            address: addr.to_string(),
+        },
+        1,
+    ))
+    .unwrap();
     assert_reading(source.next().await.unwrap());
 
     // The device's values change between polls; the energy counter grows.
@@ -132,8 +152,13 @@ async fn reads_the_register_map_over_modbus_tcp_and_follows_changes() {
     changed.alarm = true;
     *device.input.lock().unwrap() = changed.encode();
     let started = std::time::Instant::now();
-    let Some(SourceOutput::Measured(m)) = source.next().await.unwrap() else { panic!() };
-    assert!(started.elapsed() >= Duration::from_millis(80), "polls are paced by poll_ms");
+    let Some(SourceOutput::Measured(m)) = source.next().await.unwrap() else {
+        panic!()
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(80),
+        "polls are paced by poll_ms"
+    );
     assert_eq!(m.device_import_wh, Some(70_200.0));
     assert_eq!(m.alarm, Some(true));
     assert!((m.t_s - 0.1).abs() < 0.05, "source time {}", m.t_s);
@@ -143,8 +168,13 @@ async fn reads_the_register_map_over_modbus_tcp_and_follows_changes() {
 #[tokio::test]
 async fn reads_the_register_map_as_rtu_frames_over_tcp() {
     let (addr, server) = serve_rtu_over_tcp(PzemDevice::new(7, reading())).await;
-    let mut source =
-        Pzem004tSource::new(config(Transport::RtuOverTcp { address: addr.to_string() }, 7)).unwrap();
+    let mut source = Pzem004tSource::new(config(
+        Transport::RtuOverTcp {
+            address: addr.to_string(),
+        },
+        7,
+    ))
+    .unwrap();
     assert_reading(source.next().await.unwrap());
     assert_reading(source.next().await.unwrap());
     server.abort();
@@ -156,12 +186,27 @@ async fn a_silent_address_a_bad_answer_and_a_dead_server_are_errors_and_the_sour
     let (addr, server) = serve_rtu_over_tcp(device.clone()).await;
 
     // Nobody answers address 2 on the bus: a timeout naming the address.
-    let mut wrong = Pzem004tSource::new(config(Transport::RtuOverTcp { address: addr.to_string() }, 2)).unwrap();
+    let mut wrong = Pzem004tSource::new(config(
+        Transport::RtuOverTcp {
+            address: addr.to_string(),
+        },
+        2,
+    ))
+    .unwrap();
     let err = wrong.next().await.unwrap_err().to_string();
-    assert!(err.contains("address 2 did not answer within 300 ms"), "{err}");
+    assert!(
+        err.contains("address 2 did not answer within 300 ms"),
+        "{err}"
+    );
 
     // A register image the device cannot produce is rejected, then the next poll succeeds.
-    let mut source = Pzem004tSource::new(config(Transport::RtuOverTcp { address: addr.to_string() }, 1)).unwrap();
+    let mut source = Pzem004tSource::new(config(
+        Transport::RtuOverTcp {
+            address: addr.to_string(),
+        },
+        1,
+    ))
+    .unwrap();
     device.input.lock().unwrap()[9] = 0x0101;
     let err = source.next().await.unwrap_err().to_string();
     assert!(err.contains("alarm register 0x0009 is 0x0101"), "{err}");
@@ -172,14 +217,19 @@ async fn a_silent_address_a_bad_answer_and_a_dead_server_are_errors_and_the_sour
     server.abort();
     let _ = server.await;
     let err = source.next().await.unwrap_err().to_string();
-    assert!(err.contains("pzem004t") || err.contains("rtu-over-tcp"), "{err}");
+    assert!(
+        err.contains("pzem004t") || err.contains("rtu-over-tcp"),
+        "{err}"
+    );
     let listener = TcpListener::bind(addr).await.unwrap();
     let server = tokio_modbus::server::rtu_over_tcp::Server::new(listener);
     let again = tokio::spawn(async move {
         let new_service = move |_addr| Ok(Some(device.clone()));
         let on_connected = |stream, addr| {
             let new_service = new_service.clone();
-            async move { tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, addr, new_service) }
+            async move {
+                tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, addr, new_service)
+            }
         };
         let _ = server.serve(&on_connected, |_err| {}).await;
     });
@@ -197,17 +247,33 @@ async fn a_silent_address_a_bad_answer_and_a_dead_server_are_errors_and_the_sour
 
 #[test]
 fn bad_configs_are_rejected_with_the_field_named() {
-    let tcp = |a: &str| Transport::Tcp { address: a.to_string() };
-    let err = Pzem004tSource::new(config(tcp("127.0.0.1:502"), 0)).unwrap_err().to_string();
+    let tcp = |a: &str| Transport::Tcp {
+        address: a.to_string(),
+    };
+    let err = Pzem004tSource::new(config(tcp("127.0.0.1:502"), 0))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("pzem004t.address"), "{err}");
-    let err = Pzem004tSource::new(config(tcp("localhost"), 1)).unwrap_err().to_string();
+    let err = Pzem004tSource::new(config(tcp("localhost"), 1))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"localhost\" is not an ip:port"), "{err}");
     let mut c = config(tcp("127.0.0.1:502"), 1);
     c.poll_ms = 10;
-    assert!(Pzem004tSource::new(c).unwrap_err().to_string().contains("poll_ms"));
+    assert!(
+        Pzem004tSource::new(c)
+            .unwrap_err()
+            .to_string()
+            .contains("poll_ms")
+    );
     let parsed: Result<Pzem004tConfig, _> =
         toml::from_str("transport = { type = \"rtu\", port = \"/dev/ttyUSB0\" }\nbaud = 9600\n");
-    assert!(parsed.unwrap_err().to_string().contains("unknown field `baud`"));
+    assert!(
+        parsed
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `baud`")
+    );
 }
 
 /// A pseudo-terminal pair from `socat`, killed on drop.
@@ -227,14 +293,19 @@ impl PtyPair {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("this test needs `socat` (Debian package socat) to make a pseudo-terminal pair");
+            .expect(
+                "this test needs `socat` (Debian package socat) to make a pseudo-terminal pair",
+            );
         for _ in 0..100 {
             if a.exists() && b.exists() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(a.exists() && b.exists(), "socat did not create the pty pair");
+        assert!(
+            a.exists() && b.exists(),
+            "socat did not create the pty pair"
+        );
         PtyPair { child, dir }
     }
 }
@@ -250,10 +321,14 @@ impl Drop for PtyPair {
 #[tokio::test]
 async fn reads_the_register_map_over_modbus_rtu_on_a_serial_port() {
     let pty = PtyPair::new();
-    let server = tokio_modbus::server::rtu::Server::new_from_path(pty.dir.join("meter"), 9600).unwrap();
+    let server =
+        tokio_modbus::server::rtu::Server::new_from_path(pty.dir.join("meter"), 9600).unwrap();
     let task = tokio::spawn(server.serve_forever(PzemDevice::new(1, reading())));
     let mut source = Pzem004tSource::new(Pzem004tConfig {
-        transport: Transport::Rtu { port: pty.dir.join("agent"), baud: 9600 },
+        transport: Transport::Rtu {
+            port: pty.dir.join("agent"),
+            baud: 9600,
+        },
         address: 1,
         poll_ms: 100,
         timeout_ms: 1000,
