@@ -4,6 +4,7 @@
 mod support;
 
 mod lossless;
+mod perf;
 mod pzem;
 
 use std::path::PathBuf;
