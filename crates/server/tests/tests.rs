@@ -1,0 +1,6 @@
+//! Integration tests of the `server` crate: the ingest pipeline against a real SQLite (and
+//! PostgreSQL when reachable) store, and crash safety with a real `kill -9`.
+
+mod common;
+mod crash;
+mod ingest;
