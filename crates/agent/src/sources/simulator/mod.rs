@@ -28,7 +28,26 @@ use tokio::time::Instant;
 
 use super::{Error, NextOutput, Source, SourceOutput};
 
+/// Scenarios bundled with the agent, by name: the seed cases the demo fleet is made of.
+pub const BUNDLED: [(&str, &str); 6] = [
+    ("resistive", include_str!("scenarios/resistive.toml")),
+    ("pump", include_str!("scenarios/pump.toml")),
+    ("pv_house", include_str!("scenarios/pv_house.toml")),
+    ("harmonic", include_str!("scenarios/harmonic.toml")),
+    ("bypass_theft", include_str!("scenarios/bypass_theft.toml")),
+    ("tampered", include_str!("scenarios/tampered.toml")),
+];
+
 impl Scenario {
+    /// A bundled scenario by name (see [`BUNDLED`]).
+    pub fn bundled(name: &str) -> Result<Scenario, Error> {
+        let (_, text) = BUNDLED.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            let names: Vec<&str> = BUNDLED.iter().map(|(n, _)| *n).collect();
+            Error::scenario(format!("no bundled scenario {name:?}; there are {names:?}"))
+        })?;
+        Scenario::from_toml(text, &format!("bundled scenario {name}"))
+    }
+
     /// Parse a scenario from TOML text; `origin` names it in errors (a file path).
     pub fn from_toml(text: &str, origin: &str) -> Result<Scenario, Error> {
         let scenario: Scenario = toml::from_str(text)

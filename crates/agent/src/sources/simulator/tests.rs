@@ -407,3 +407,41 @@ async fn real_time_pacing_releases_chunks_at_their_end() {
         ]
     );
 }
+
+#[test]
+fn bundled_scenarios_parse_and_the_theft_case_misses_17_8_percent() {
+    for (name, _) in BUNDLED {
+        let sc = Scenario::bundled(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        Simulator::new(sc, MeterPosition::House, None).unwrap();
+    }
+    assert!(
+        Scenario::bundled("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("\"pv_house\"")
+    );
+    let run = |position| {
+        let mut sim =
+            Simulator::new(Scenario::bundled("bypass_theft").unwrap(), position, None).unwrap();
+        let (w, _) = analyze(&mut sim, 3.5);
+        // After the pump's start-up inrush has died away.
+        let steady: Vec<_> = w.iter().filter(|w| w.t0_s > 2.5).copied().collect();
+        mean(&steady, |w| w.total.p_w)
+    };
+    let (observer, house) = (run(MeterPosition::Observer), run(MeterPosition::House));
+    let missing = (observer - house) / observer;
+    assert!(
+        (missing - 0.178).abs() < 0.002,
+        "{observer} W vs {house} W: {missing}"
+    );
+}
+
+#[test]
+fn the_pv_house_exports_at_noon() {
+    let mut sc = Scenario::bundled("pv_house").unwrap();
+    sc.start_time_of_day_s = 46_800.0;
+    let mut sim = Simulator::new(sc, MeterPosition::House, None).unwrap();
+    let (w, _) = analyze(&mut sim, 1.0);
+    let p = mean(&w, |w| w.total.p_w);
+    assert!(p < -1000.0, "exporting at 13:00: {p} W");
+}
