@@ -106,6 +106,15 @@ impl RelayController {
         self.limiter.as_ref()
     }
 
+    /// Change the control mode (a configuration command). Mode 0 connects, which may close the
+    /// relay.
+    pub fn set_mode(&mut self, mode: ControlMode) -> ControlOutput {
+        ControlOutput {
+            relay: self.disconnect.set_mode(mode),
+            events: Vec::new(),
+        }
+    }
+
     /// Replace the limiter configuration (a `limiter` command), keeping its timing state.
     pub fn set_limiter_config(&mut self, config: LimiterConfig) {
         match &mut self.limiter {

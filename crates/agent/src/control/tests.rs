@@ -225,3 +225,20 @@ fn limiter_config_round_trips_and_rejects_unknown_fields() {
         r#"{"kind":"limiter","limiter":"over_threshold","now_ms":5,"active_power_w":4600.0,"threshold_w":4000.0}"#
     );
 }
+
+#[test]
+fn the_controller_state_persists_as_json_and_mode_changes_apply() {
+    let mut rc = controller(2, limiter(1000.0, 0, 0));
+    rc.trigger(0, Trigger::RemoteDisconnect).unwrap();
+    // The pipeline persists the disconnect control so a remotely disconnected meter stays
+    // disconnected after a restart.
+    let saved = serde_json::to_string(rc.disconnect()).unwrap();
+    let restored: DisconnectControl = serde_json::from_str(&saved).unwrap();
+    assert_eq!(restored.state(), ControlState::Disconnected);
+    assert_eq!(restored.mode().code(), 2);
+    assert_eq!(
+        rc.set_mode(ControlMode::NONE).relay,
+        Some(RelayAction::Close)
+    );
+    assert_eq!(rc.disconnect().state(), ControlState::Connected);
+}
