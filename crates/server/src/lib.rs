@@ -99,3 +99,7 @@ pub(crate) fn event_class_parse(s: &str) -> schema::EventClass {
         _ => Other,
     }
 }
+
+pub mod broker;
+pub mod pki;
+pub mod source;
