@@ -124,7 +124,7 @@ impl PgStore {
         })?;
         if let Some(schema) = &config.schema {
             client
-                .batch_execute(&*format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
                 .await
                 .map_err(db("creating the schema"))?;
         }
@@ -205,7 +205,7 @@ impl PgStore {
             .map_err(db("locking for partition creation"))?;
         for &m in &months {
             let (name, to) = partition_of(m);
-            tx.batch_execute(&*format!(
+            tx.batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {name} PARTITION OF readings FOR VALUES FROM ({m}) TO ({to})"
             ))
             .await
@@ -1109,7 +1109,7 @@ impl Store for PgStore {
         .await
         .map_err(db("clearing rollups"))?;
         if !rows.is_empty() {
-            let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); 6];
+            let mut cols: Vec<Vec<f64>> = (0..6).map(|_| Vec::with_capacity(rows.len())).collect();
             let starts: Vec<i64> = rows.iter().map(|r| r.start_ms).collect();
             let ends: Vec<i64> = rows.iter().map(|r| r.end_ms).collect();
             let counts: Vec<i64> = rows.iter().map(|r| r.readings as i64).collect();
@@ -1249,7 +1249,7 @@ impl Store for PgStore {
                     .map_err(db("checking a partition"))?
                     .is_none();
                 if empty {
-                    tx.batch_execute(&*format!("DROP TABLE {name}"))
+                    tx.batch_execute(&format!("DROP TABLE {name}"))
                         .await
                         .map_err(db("dropping a partition"))?;
                     self.partitions
@@ -1442,7 +1442,7 @@ async fn apply_ack<C: GenericClient>(
     };
     let (status, note) = ack_transition(ack);
     if &cmd.command.meter == meter && cmd.status.can_become(status) {
-        transition(tx, id, status, &*format!("meter:{meter}"), &note, at_ms).await?;
+        transition(tx, id, status, &format!("meter:{meter}"), &note, at_ms).await?;
     }
     Ok(())
 }
