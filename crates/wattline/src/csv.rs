@@ -514,17 +514,21 @@ fn parse_row(
             return Err(bad_cell(data, cell_start, column));
         }
         q += 1;
-        if !value.is_finite() {
-            return Err(RowError {
-                column,
-                kind: ErrorKind::NotFinite(cell_text(data, cell_start)),
-            });
-        }
         if slot == TIME {
             t_s = value;
         } else {
             let channel = usize::from(slot);
             frame[channel] = value * scales[channel];
+        }
+        // Checked after scaling: a finite cell times a large scale can still overflow.
+        if !(value.is_finite() && (slot == TIME || frame[usize::from(slot)].is_finite())) {
+            let text = cell_text(data, cell_start);
+            let kind = if value.is_finite() {
+                ErrorKind::ScaledOverflow(text)
+            } else {
+                ErrorKind::NotFinite(text)
+            };
+            return Err(RowError { column, kind });
         }
     }
     *p = q;
@@ -689,6 +693,26 @@ mod tests {
         assert_eq!(
             error(&text, None),
             format!("line {}, column 3 (i): \"oops\" is not a number", rows + 2)
+        );
+    }
+
+    #[test]
+    fn a_scale_that_overflows_is_an_error() {
+        let options = ReadOptions {
+            rate_hz: Some(1000.0),
+            v_scale: 1e300,
+            i_scale: 1.0,
+        };
+        let error = CsvReader::new("v,i\n1e10,1\n".as_bytes(), &options).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 2, column 1 (v): \"1e10\" times the scale is not a finite number"
+        );
+        // A number too large for f64 is infinite before any scaling.
+        let error = CsvReader::new("v,i\n1,1e309\n".as_bytes(), &options).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 2, column 2 (i): \"1e309\" is not a finite number"
         );
     }
 

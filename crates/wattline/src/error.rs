@@ -64,6 +64,8 @@ pub enum ErrorKind {
     NotANumber(String),
     /// A cell or sample is NaN or infinite; holds its text.
     NotFinite(String),
+    /// A finite cell or sample becomes infinite when multiplied by its scale; holds its text.
+    ScaledOverflow(String),
     /// A line is longer than the reader accepts, which no waveform row can be.
     LineTooLong { limit_bytes: usize },
     /// Neither a `t` column nor a sample rate was given.
@@ -134,6 +136,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::EmptyCell => write!(f, "the cell is empty"),
             ErrorKind::NotANumber(text) => write!(f, "{text:?} is not a number"),
             ErrorKind::NotFinite(text) => write!(f, "{text:?} is not a finite number"),
+            ErrorKind::ScaledOverflow(text) => {
+                write!(f, "{text:?} times the scale is not a finite number")
+            }
             ErrorKind::LineTooLong { limit_bytes } => {
                 write!(f, "the line is longer than {limit_bytes} bytes")
             }

@@ -134,14 +134,20 @@ impl<R: Read> WavReader<R> {
             .enumerate()
         {
             let value = decode(self.encoding, sample);
-            if !value.is_finite() {
+            let scaled = value * self.scales[k % channels];
+            if !scaled.is_finite() {
                 self.done = true;
+                let kind = if value.is_finite() {
+                    ErrorKind::ScaledOverflow(value.to_string())
+                } else {
+                    ErrorKind::NotFinite(value.to_string())
+                };
                 return Err(Error::new(
-                    ErrorKind::NotFinite(value.to_string()),
+                    kind,
                     Location::Byte(start_offset + (k * bytes) as u64),
                 ));
             }
-            out.push(value * self.scales[k % channels]);
+            out.push(scaled);
         }
         Ok(frames)
     }
