@@ -6,7 +6,7 @@
 //!   rate, which the pipeline feeds through `metrology::Analyzer` (simulator, replay, spi-adc);
 //! - [`SourceOutput::Measured`]: a [`DeviceMeasurement`] a device computed itself (the PZEM-004T
 //!   reports RMS values, power and its own energy counter; there is no waveform to analyse);
-//! - [`SourceOutput::Signals`]: a change of the discrete tamper inputs a source knows about
+//! - [`SourceOutput::Signal`]: a change of the discrete tamper inputs a source knows about
 //!   (cover switch, magnetic field sensor), fed to [`crate::events::TamperDetector`].
 //!
 //! Each source is a component with its own config section; [`SourceConfig`] is the tagged union
