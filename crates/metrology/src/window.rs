@@ -260,7 +260,7 @@ struct PhaseMoments {
 pub(crate) struct WindowEngine {
     fs_hz: f64,
     harmonics: bool,
-    fft: Fft,
+    spectrum: Spectrum,
     /// Weighted oscillator tables w_n·cos θ_n and w_n·sin θ_n for the current window.
     osc_cos: Vec<f64>,
     osc_sin: Vec<f64>,
@@ -270,8 +270,6 @@ pub(crate) struct WindowEngine {
     /// Interpolation plan of the current window: first tap index and the four tap weights.
     tap_index: Vec<usize>,
     taps: Vec<[f64; 4]>,
-    re: Vec<f64>,
-    im: Vec<f64>,
 }
 
 impl WindowEngine {
@@ -282,15 +280,13 @@ impl WindowEngine {
         Self {
             fs_hz,
             harmonics,
-            fft: Fft::new(n_alloc),
+            spectrum: Spectrum::new(n_alloc),
             osc_cos: vec![0.0; max_samples + 2],
             osc_sin: vec![0.0; max_samples + 2],
             osc_sum_cos: 0.0,
             osc_sum_sin: 0.0,
             tap_index: vec![0; n_alloc],
             taps: vec![[0.0; 4]; n_alloc],
-            re: vec![0.0; n_alloc],
-            im: vec![0.0; n_alloc],
         }
     }
 
@@ -466,56 +462,42 @@ impl WindowEngine {
         report: &mut PhaseReport,
     ) {
         let n = grid_size(cycles);
-        let (re, im) = (&mut self.re[..n], &mut self.im[..n]);
         let plan = self.tap_index[..n].iter().zip(&self.taps[..n]);
-        for (m, (&j, t)) in plan.enumerate() {
-            let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
-            // Stored in bit-reversed order, which the FFT takes without a permutation pass.
-            let r = self.fft.bit_reversed(m, n);
-            re[r] = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
-            im[r] = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
-        }
-        self.fft.forward_from_bit_reversed(re, im);
-        // RMS² of bin k of a real signal is 2·|X_k|²/N²; V_k and I_k are separated from the
-        // complex spectrum Z of v + j·i as V_k = (Z_k + Z*_{N−k})/2, I_k = (Z_k − Z*_{N−k})/2j.
-        let scale = 2.0 / (n as f64 * n as f64);
-        let bin_power = |k: usize| -> (f64, f64) {
-            let (a, b) = (re[k], im[k]);
-            let (c, d) = (re[n - k], im[n - k]);
-            let (vr, vi) = ((a + c) / 2.0, (b - d) / 2.0);
-            let (ir, ii) = ((b + d) / 2.0, (c - a) / 2.0);
-            (scale * (vr * vr + vi * vi), scale * (ir * ir + ii * ii))
+        let groups = Subgroups {
+            n,
+            cycles: cycles as usize,
+            nyquist_order: self.fs_hz / (2.0 * freq_hz),
         };
-        let c = cycles as usize;
-        let nyquist_order = self.fs_hz / (2.0 * freq_hz);
-        let (mut v_h2, mut i_h2) = (0.0, 0.0);
-        for h in 1..=MAX_HARMONIC {
-            if h as f64 >= nyquist_order || c * h + 1 >= n / 2 {
-                break;
+        match &mut self.spectrum {
+            Spectrum::Own { fft, re, im } => {
+                let (re, im) = (&mut re[..n], &mut im[..n]);
+                for (m, (&j, t)) in plan.enumerate() {
+                    let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
+                    // Stored in bit-reversed order, which the FFT takes without a permutation
+                    // pass.
+                    let r = fft.bit_reversed(m, n);
+                    re[r] = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
+                    im[r] = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
+                }
+                fft.forward_from_bit_reversed(re, im);
+                groups.fill(|k| (re[k], im[k]), report);
             }
-            let (mut gv, mut gi) = (0.0, 0.0);
-            // With one cycle the fundamental's subgroup would reach bin 0 (DC): start at bin 1.
-            for k in (c * h - 1).max(1)..=c * h + 1 {
-                let (pv, pi) = bin_power(k);
-                gv += pv;
-                gi += pi;
-            }
-            report.v_harmonics.0[h] = libm::sqrt(gv);
-            report.i_harmonics.0[h] = libm::sqrt(gi);
-            if h >= 2 {
-                v_h2 += gv;
-                i_h2 += gi;
+            #[cfg(feature = "std")]
+            Spectrum::Rust {
+                plans,
+                buf,
+                scratch,
+            } => {
+                let buf = &mut buf[..n];
+                for (z, (&j, t)) in buf.iter_mut().zip(plan) {
+                    let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
+                    z.re = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
+                    z.im = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
+                }
+                plans[n.trailing_zeros() as usize].process_with_scratch(buf, scratch);
+                groups.fill(|k| (buf[k].re, buf[k].im), report);
             }
         }
-        let thd = |h2: f64, g1: f64| {
-            if g1 > 0.0 {
-                100.0 * libm::sqrt(h2) / g1
-            } else {
-                0.0
-            }
-        };
-        report.v_thd_pct = thd(v_h2, report.v_harmonics[1]);
-        report.i_thd_pct = thd(i_h2, report.i_harmonics[1]);
     }
 
     fn three_phase(
@@ -569,6 +551,113 @@ impl WindowEngine {
         out.i_n_rms = Some(libm::sqrt(i_n2));
         out.v_unbalance_pct = Some(unbalance_pct([m[0].v1, m[1].v1, m[2].v1]));
         out.i_unbalance_pct = Some(unbalance_pct([m[0].i1, m[1].i1, m[2].i1]));
+    }
+}
+
+/// The FFT behind the harmonic subgroups: `rustfft` on hosts (DESIGN §7), the crate's own
+/// radix-2² transform without `std`. Both take the same resampled points and give the same
+/// spectrum to rounding, so the reports agree to 1e-9 relative (tested below).
+enum Spectrum {
+    Own {
+        fft: Fft,
+        re: Vec<f64>,
+        im: Vec<f64>,
+    },
+    #[cfg(feature = "std")]
+    Rust {
+        /// Plans for 2^k points, indexed by k; built for every grid size a window can need.
+        plans: Vec<alloc::sync::Arc<dyn rustfft::Fft<f64>>>,
+        buf: Vec<rustfft::num_complex::Complex64>,
+        scratch: Vec<rustfft::num_complex::Complex64>,
+    },
+}
+
+impl Spectrum {
+    #[cfg_attr(all(feature = "std", not(test)), allow(dead_code))]
+    fn own(n_max: usize) -> Self {
+        Self::Own {
+            fft: Fft::new(n_max),
+            re: vec![0.0; n_max],
+            im: vec![0.0; n_max],
+        }
+    }
+
+    #[cfg(feature = "std")]
+    fn rust(n_max: usize) -> Self {
+        use rustfft::num_complex::Complex64;
+        let mut planner = rustfft::FftPlanner::<f64>::new();
+        let plans: Vec<_> = (0..=n_max.trailing_zeros())
+            .map(|k| planner.plan_fft_forward(1 << k))
+            .collect();
+        let scratch_len = plans
+            .iter()
+            .map(|p| p.get_inplace_scratch_len())
+            .max()
+            .unwrap_or(0);
+        Self::Rust {
+            plans,
+            buf: vec![Complex64::new(0.0, 0.0); n_max],
+            scratch: vec![Complex64::new(0.0, 0.0); scratch_len],
+        }
+    }
+
+    fn new(n_max: usize) -> Self {
+        #[cfg(feature = "std")]
+        return Self::rust(n_max);
+        #[cfg(not(feature = "std"))]
+        return Self::own(n_max);
+    }
+}
+
+/// Harmonic subgroups of one window from the complex spectrum Z of v + j·i on N points.
+struct Subgroups {
+    n: usize,
+    cycles: usize,
+    nyquist_order: f64,
+}
+
+impl Subgroups {
+    fn fill(&self, bin: impl Fn(usize) -> (f64, f64), report: &mut PhaseReport) {
+        let n = self.n;
+        // RMS² of bin k of a real signal is 2·|X_k|²/N²; V_k and I_k are separated from the
+        // complex spectrum Z of v + j·i as V_k = (Z_k + Z*_{N−k})/2, I_k = (Z_k − Z*_{N−k})/2j.
+        let scale = 2.0 / (n as f64 * n as f64);
+        let bin_power = |k: usize| -> (f64, f64) {
+            let (a, b) = bin(k);
+            let (c, d) = bin(n - k);
+            let (vr, vi) = ((a + c) / 2.0, (b - d) / 2.0);
+            let (ir, ii) = ((b + d) / 2.0, (c - a) / 2.0);
+            (scale * (vr * vr + vi * vi), scale * (ir * ir + ii * ii))
+        };
+        let c = self.cycles;
+        let (mut v_h2, mut i_h2) = (0.0, 0.0);
+        for h in 1..=MAX_HARMONIC {
+            if h as f64 >= self.nyquist_order || c * h + 1 >= n / 2 {
+                break;
+            }
+            let (mut gv, mut gi) = (0.0, 0.0);
+            // With one cycle the fundamental's subgroup would reach bin 0 (DC): start at bin 1.
+            for k in (c * h - 1).max(1)..=c * h + 1 {
+                let (pv, pi) = bin_power(k);
+                gv += pv;
+                gi += pi;
+            }
+            report.v_harmonics.0[h] = libm::sqrt(gv);
+            report.i_harmonics.0[h] = libm::sqrt(gi);
+            if h >= 2 {
+                v_h2 += gv;
+                i_h2 += gi;
+            }
+        }
+        let thd = |h2: f64, g1: f64| {
+            if g1 > 0.0 {
+                100.0 * libm::sqrt(h2) / g1
+            } else {
+                0.0
+            }
+        };
+        report.v_thd_pct = thd(v_h2, report.v_harmonics[1]);
+        report.i_thd_pct = thd(i_h2, report.i_harmonics[1]);
     }
 }
 
@@ -641,4 +730,87 @@ fn unbalance_pct(x: [Complex; 3]) -> f64 {
     let pos = x[0].add(a.mul(x[1])).add(a2.mul(x[2])).scale(1.0 / 3.0);
     let neg = x[0].add(a2.mul(x[1])).add(a.mul(x[2])).scale(1.0 / 3.0);
     ratio(100.0 * neg.abs(), pos.abs())
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    /// Distorted voltage and current with DC and an interharmonic, at 8 kHz and 49.7 Hz.
+    fn channels(phase_count: usize, len: usize) -> Vec<Vec<f64>> {
+        let w = 2.0 * PI * 49.7 / 8000.0;
+        let mut chans = Vec::new();
+        for kind in 0..2 {
+            for p in 0..phase_count {
+                let shift = -2.0 * PI * p as f64 / 3.0;
+                let amp = if kind == 0 { 325.0 } else { 14.0 + p as f64 };
+                chans.push(
+                    (0..len)
+                        .map(|n| {
+                            let t = w * n as f64 + shift - 0.4 * kind as f64;
+                            amp * libm::sin(t)
+                                + 0.03 * amp * libm::sin(3.0 * t + 0.2)
+                                + 0.02 * amp * libm::sin(7.0 * t - 1.0)
+                                + 0.01 * amp * libm::sin(2.5 * t)
+                                + 0.5
+                        })
+                        .collect(),
+                );
+            }
+        }
+        chans
+    }
+
+    /// Equal within 1e-9 relative; `floor` is the scale below which values are rounding noise
+    /// of the whole spectrum (a harmonic at 1e-8 of the fundamental is compared to the RMS).
+    fn assert_close(a: f64, b: f64, floor: f64, what: &str) {
+        let tol = 1e-9 * a.abs().max(b.abs()).max(floor);
+        assert!((a - b).abs() <= tol, "{what}: {a} vs {b}");
+    }
+
+    #[test]
+    fn rustfft_and_own_fft_give_the_same_reports() {
+        for (layout, phase_count) in [
+            (Layout::SinglePhase, 1),
+            (
+                Layout::ThreePhaseFourWire {
+                    neutral_measured: false,
+                },
+                3,
+            ),
+        ] {
+            let data = channels(phase_count, 4000);
+            let chans: Vec<&[f64]> = data.iter().map(Vec::as_slice).collect();
+            let mut rust = WindowEngine::new(8000.0, true, 2000, 10);
+            let mut own = WindowEngine::new(8000.0, true, 2000, 10);
+            own.spectrum = Spectrum::own(grid_size(10));
+            assert!(matches!(rust.spectrum, Spectrum::Rust { .. }));
+            let period = 8000.0 / 49.7;
+            for (xa, cycles) in [(5.3, 10), (7.0, 3), (100.25, 1), (11.9, 7)] {
+                let span = Span {
+                    xa,
+                    xb: xa + f64::from(cycles) * period,
+                    cycles,
+                };
+                let a = rust.analyze(&chans, layout, span);
+                let b = own.analyze(&chans, layout, span);
+                for (pa, pb) in a.phases.iter().zip(b.phases.iter()) {
+                    for h in 0..=MAX_HARMONIC {
+                        let (vh, ih) = (pa.v_harmonics[h], pb.i_harmonics[h]);
+                        assert_close(vh, pb.v_harmonics[h], pa.v_rms, "v harmonic");
+                        assert_close(pa.i_harmonics[h], ih, pa.i_rms, "i harmonic");
+                    }
+                    assert_close(pa.v_thd_pct, pb.v_thd_pct, 0.0, "v thd");
+                    assert_close(pa.i_thd_pct, pb.i_thd_pct, 0.0, "i thd");
+                    assert!(pa.v_harmonics[3] > 1.0 && pa.i_thd_pct > 1.0);
+                }
+                // Everything else is computed without the FFT and must be identical.
+                let strip = |mut r: WindowReport| {
+                    r.phases = Phases::from_slice(&[]);
+                    r
+                };
+                assert_eq!(strip(a), strip(b));
+            }
+        }
+    }
 }
