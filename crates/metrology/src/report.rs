@@ -113,6 +113,11 @@ impl Phases {
         Self::new(items, len)
     }
 
+    /// All three slots, including those past `len`.
+    pub(crate) fn items_mut(&mut self) -> &mut [PhaseReport; 3] {
+        &mut self.items
+    }
+
     pub(crate) fn new(items: [PhaseReport; 3], len: usize) -> Self {
         Self {
             items,

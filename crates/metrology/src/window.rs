@@ -26,9 +26,7 @@ use core::f64::consts::{PI, SQRT_2};
 
 use crate::config::Layout;
 use crate::fft::Fft;
-use crate::report::{
-    Harmonics, MAX_HARMONIC, PhaseLabel, PhaseReport, Phases, TotalReport, WindowReport,
-};
+use crate::report::{MAX_HARMONIC, PhaseLabel, PhaseReport, Phases, TotalReport, WindowReport};
 
 /// Partial sums kept in this many lanes so loops vectorise (see `sums.rs`).
 const LANES: usize = 8;
@@ -85,7 +83,9 @@ fn fused_moments(
     w_first: f64,
     w_last: f64,
 ) -> [f64; 9] {
-    const L: usize = 4;
+    // Two lanes: nine sums × two lanes fill nine SSE2 registers, leaving room for the inputs.
+    // Four lanes (18 accumulators) spilled to the stack on every iteration on x86-64's baseline.
+    const L: usize = 2;
     let n = v.len();
     let mut out = [0.0; 9];
     let mut add = |x: f64, y: f64, wt: f64, ck: f64, sk: f64| {
@@ -309,7 +309,15 @@ impl WindowEngine {
             self.plan_resampling(span);
         }
         let phase_count = layout.phases();
-        let mut reports = [PhaseReport::default(); 3];
+        // The report (several KiB of harmonics) is filled in place: copying phase reports
+        // through temporaries showed up as memmove in the profile.
+        let mut out = WindowReport {
+            duration_s: len / self.fs_hz,
+            cycles: span.cycles,
+            freq_hz,
+            phases: Phases::new([PhaseReport::default(); 3], phase_count),
+            ..WindowReport::default()
+        };
         let mut moments: [Option<PhaseMoments>; 3] = [None, None, None];
         for p in 0..phase_count {
             let (v, i) = if phase_count == 1 {
@@ -318,27 +326,20 @@ impl WindowEngine {
                 (chans[p], chans[3 + p])
             };
             let m = self.moments(v, i, w, len);
-            let mut report = phase_report(&m);
+            let report = &mut out.phases.items_mut()[p];
+            phase_report(&m, report);
             report.phase = [PhaseLabel::A, PhaseLabel::B, PhaseLabel::C][p];
             if harmonics {
-                self.harmonic_subgroups(v, i, span.cycles, freq_hz, &mut report);
+                self.harmonic_subgroups(v, i, span.cycles, freq_hz, report);
             }
             report.v_harmonics.0[0] = m.v_mean;
             report.i_harmonics.0[0] = m.i_mean;
-            reports[p] = report;
             moments[p] = Some(m);
         }
-        let mut out = WindowReport {
-            duration_s: len / self.fs_hz,
-            cycles: span.cycles,
-            freq_hz,
-            phases: Phases::new(reports, phase_count),
-            ..WindowReport::default()
-        };
         if let [Some(a), Some(b), Some(c)] = &moments {
             self.three_phase(chans, layout, w, len, [a, b, c], &mut out);
         } else {
-            let r = &reports[0];
+            let r = &out.phases[0];
             out.total = TotalReport {
                 p_w: r.p_w,
                 q_var: r.q_var,
@@ -672,7 +673,8 @@ fn ratio(num: f64, den: f64) -> f64 {
     if den > 0.0 { num / den } else { 0.0 }
 }
 
-fn phase_report(m: &PhaseMoments) -> PhaseReport {
+/// Fills everything of `out` but the phase label, harmonics and THD, which it leaves alone.
+fn phase_report(m: &PhaseMoments, out: &mut PhaseReport) {
     let v_rms = libm::sqrt(m.v_var);
     let i_rms = libm::sqrt(m.i_var);
     let s_va = v_rms * i_rms;
@@ -687,32 +689,28 @@ fn phase_report(m: &PhaseMoments) -> PhaseReport {
     let angle_deg = if s1_va > 0.0 { s1.arg_deg() } else { 0.0 };
     // S_N = √(S² − S1²) (IEEE 1459-2010 §3.1.2.9); rounding can make S1 exceed S by an ulp.
     let sn_va = libm::sqrt((s_va * s_va - s1_va * s1_va).max(0.0));
-    PhaseReport {
-        v_rms,
-        i_rms,
-        p_w: m.p_w,
-        q_var: s1.im,
-        s_va,
-        pf: ratio(m.p_w, s_va),
-        dpf: ratio(s1.re, s1_va),
-        angle_deg: if angle_deg <= -180.0 {
-            angle_deg + 360.0
-        } else {
-            angle_deg
-        },
-        p1_w: s1.re,
-        s1_va,
-        sn_va,
-        v1_rms,
-        i1_rms,
-        v1_phase_deg: m.v1.arg_deg(),
-        i1_phase_deg: m.i1.arg_deg(),
-        v_dc: m.v_mean,
-        i_dc: m.i_mean,
-        v_harmonics: Harmonics::ZERO,
-        i_harmonics: Harmonics::ZERO,
-        ..PhaseReport::default()
-    }
+    // Field by field: `out` is a fresh default, and its harmonics are not copied around.
+    out.v_rms = v_rms;
+    out.i_rms = i_rms;
+    out.p_w = m.p_w;
+    out.q_var = s1.im;
+    out.s_va = s_va;
+    out.pf = ratio(m.p_w, s_va);
+    out.dpf = ratio(s1.re, s1_va);
+    out.angle_deg = if angle_deg <= -180.0 {
+        angle_deg + 360.0
+    } else {
+        angle_deg
+    };
+    out.p1_w = s1.re;
+    out.s1_va = s1_va;
+    out.sn_va = sn_va;
+    out.v1_rms = v1_rms;
+    out.i1_rms = i1_rms;
+    out.v1_phase_deg = m.v1.arg_deg();
+    out.i1_phase_deg = m.i1.arg_deg();
+    out.v_dc = m.v_mean;
+    out.i_dc = m.i_mean;
 }
 
 /// |X₂| / |X₁| in percent from the symmetrical components of three fundamental phasors:
