@@ -155,9 +155,18 @@ async fn embedded_broker_refuses_every_attack_and_keeps_serving_the_honest_meter
         snoop.lock().unwrap().error.is_some()
     })
     .await;
-    assert_eq!(
-        snoop.lock().unwrap().subacks,
-        vec![vec![SubscribeReasonCode::Failure]]
+    // The broker sends a SUBACK with the failure code and closes; rumqttc may report the
+    // closed connection before handing out that SUBACK, so only a granted one is an error.
+    assert!(
+        snoop
+            .lock()
+            .unwrap()
+            .subacks
+            .iter()
+            .flatten()
+            .all(|c| *c == SubscribeReasonCode::Failure),
+        "{:?}",
+        snoop.lock().unwrap().subacks
     );
     assert_eq!(broker.stats().acl_denied_subscribe, 1);
 
@@ -203,6 +212,10 @@ async fn embedded_broker_refuses_every_attack_and_keeps_serving_the_honest_meter
     })
     .await;
     assert!(honest.lock().unwrap().error.is_none());
+    assert!(
+        snoop.lock().unwrap().publishes.is_empty() && wildcard.lock().unwrap().publishes.is_empty(),
+        "no one else read m1's command"
+    );
     assert_eq!(honest.lock().unwrap().connacks, 1);
     assert!(
         broker
