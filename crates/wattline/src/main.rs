@@ -28,12 +28,19 @@ enum Command {
     /// energy, per IEC 61000-4-30 window.
     #[command(after_help = cmd::analyze::EXAMPLES)]
     Analyze(cmd::analyze::Args),
+    /// Read a DLMS/COSEM meter over TCP (wrapper or HDLC): clock, registers with units,
+    /// load profiles and the object list.
+    #[command(after_help = cmd::dlms::EXAMPLES)]
+    Dlms(cmd::dlms::Args),
     /// Simulated meters at a set rate over MQTT/TLS through the broker into ingest: latency,
     /// throughput, and that every reading is stored once.
     #[command(after_help = cmd::loadgen::EXAMPLES)]
     Loadgen(cmd::loadgen::Args),
     /// Regenerate the bundled example recordings in testdata/ (developer tool).
-    #[command(hide = true, after_help = "Example:\n  wattline make-testdata --out testdata")]
+    #[command(
+        hide = true,
+        after_help = "Example:\n  wattline make-testdata --out testdata"
+    )]
     MakeTestdata(cmd::make_testdata::Args),
     /// Score consumption histories for electricity theft, or train the scoring model from
     /// inspection results.
@@ -47,6 +54,7 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Dlms(args) => cmd::dlms::run(args),
         Command::Loadgen(args) => cmd::loadgen::run(args),
         Command::MakeTestdata(args) => cmd::make_testdata::run(args),
         Command::Theft(args) => cmd::theft::run(args),

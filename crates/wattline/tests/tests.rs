@@ -4,4 +4,5 @@
 
 mod analyze;
 mod cli;
+mod dlms_read;
 mod util;

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod analyze;
+pub mod dlms;
 pub mod loadgen;
 pub mod make_testdata;
 pub mod theft;
