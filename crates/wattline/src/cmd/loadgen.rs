@@ -42,8 +42,8 @@ Examples:
 Without --broker, the embedded broker (mutual TLS, one client certificate per meter) and the
 ingest pipeline into SQLite run in this process. With --broker HOST:PORT the meters publish to
 that plain MQTT broker and the server consumes through a shared subscription with manual acks.
-Latency: `ack` is publish → PUBACK (sent by the server only after the commit), `e2e` is
-publish → records on the server's live stream.";
+Latency: publish → PUBACK (with the embedded broker sent only after the commit; an external
+broker acknowledges on receipt) and publish → records on the server's live stream.";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -527,7 +527,11 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
     println!("{:<28}{:>12}{:>12}{:>12}", "latency", "p50", "p99", "max");
     println!(
         "{:<28}{:>12}{:>12}{:>12}",
-        "publish → PUBACK (commit)",
+        if external.is_none() {
+            "publish → PUBACK (commit)"
+        } else {
+            "publish → PUBACK (broker)"
+        },
         ms(percentile(&ack_l, 0.50)),
         ms(percentile(&ack_l, 0.99)),
         ms(ack_l.last().copied().unwrap_or_default())
@@ -555,6 +559,7 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
     }
 
     // Shut down in order: meters, broker/source, feeder, ingest.
+    STOPPING.store(true, Ordering::Relaxed);
     for c in &clients {
         let _ = c.try_disconnect();
     }
@@ -580,9 +585,15 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
     Ok(())
 }
 
+/// Set when the run is over: the meters' connections closing is then expected.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Connection errors of simulated meters are reported once per kind on stderr; the client
 /// reconnects on the next poll.
 fn report_connection_error(e: &rumqttc::ConnectionError) {
+    if STOPPING.load(Ordering::Relaxed) {
+        return;
+    }
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let text = e.to_string();
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
