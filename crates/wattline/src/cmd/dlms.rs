@@ -153,7 +153,12 @@ pub struct ReadArgs {
     #[arg(long, value_name = "TIME", requires_all = ["profile", "from"])]
     pub to: Option<String>,
     /// Profile rows by entry number, 1-based and inclusive, e.g. 1..10.
-    #[arg(long, value_name = "FROM..TO", requires = "profile", conflicts_with = "from")]
+    #[arg(
+        long,
+        value_name = "FROM..TO",
+        requires = "profile",
+        conflicts_with = "from"
+    )]
     pub entries: Option<String>,
     /// List the objects of the association (association LN object_list).
     #[arg(long)]
@@ -286,7 +291,9 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = s.trim();
     let (date, rest) = t.split_at(t.len().min(10));
     let d: Vec<&str> = date.split('-').collect();
-    let [y, m, day] = d[..] else { return Err(bad()) };
+    let [y, m, day] = d[..] else {
+        return Err(bad());
+    };
     let year: i64 = y.parse().map_err(|_| bad())?;
     let month: u8 = m.parse().map_err(|_| bad())?;
     let day: u8 = day.parse().map_err(|_| bad())?;
@@ -665,10 +672,7 @@ impl Link {
                     let n = read_some(stream, &mut buf)?;
                     decoder.push(&buf[..n]);
                 };
-                match link
-                    .receive(&repr)
-                    .map_err(|e| anyhow!("hdlc link: {e}"))?
-                {
+                match link.receive(&repr).map_err(|e| anyhow!("hdlc link: {e}"))? {
                     ClientLinkEvent::None => continue,
                     ClientLinkEvent::Send(next) => {
                         frame = next;
@@ -836,12 +840,7 @@ impl Session {
 }
 
 fn describe(t: Target) -> String {
-    format!(
-        "{}/{}/{}",
-        t.class_id,
-        dotted(t.obis),
-        t.attribute
-    )
+    format!("{}/{}/{}", t.class_id, dotted(t.obis), t.attribute)
 }
 
 /// `a.b.c.d.e.f`, the form --obis takes.
@@ -881,13 +880,7 @@ fn read(args: &ReadArgs) -> Outcome {
         (Association::Management, None) => meter_counter(addr, args)?,
         _ => 1,
     };
-    let mut session = Session::open(
-        addr,
-        args,
-        args.association,
-        authentication,
-        first_counter,
-    )?;
+    let mut session = Session::open(addr, args, args.association, authentication, first_counter)?;
     let mut out = Output::new(args.json);
     let mut refused = 0usize;
     let result = (|| -> anyhow::Result<()> {
@@ -941,9 +934,11 @@ fn meter_counter(addr: SocketAddr, args: &ReadArgs) -> Result<u32, Failure> {
         .as_i128()
         .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| anyhow!("invocation counter 0-0:43.1.0.255 is not an unsigned number"))?;
-    counter
-        .checked_add(1)
-        .ok_or_else(|| Failure::Runtime(anyhow!("the invocation counter is exhausted: the meter needs new keys")))
+    counter.checked_add(1).ok_or_else(|| {
+        Failure::Runtime(anyhow!(
+            "the invocation counter is exhausted: the meter needs new keys"
+        ))
+    })
 }
 
 /// One attribute read with its meaning applied.
@@ -1062,10 +1057,11 @@ fn format_data(d: &Data) -> String {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::with_capacity(2 * b.len()), |mut s, x| {
-        let _ = write!(s, "{x:02X}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(2 * b.len()), |mut s, x| {
+            let _ = write!(s, "{x:02X}");
+            s
+        })
 }
 
 /// Reads a profile's capture objects, period and buffer, and prints the rows. Returns false if
@@ -1165,8 +1161,12 @@ struct ObjectEntry {
 }
 
 fn parse_object_entry(d: &Data) -> Option<ObjectEntry> {
-    let [Data::LongUnsigned(class), Data::Unsigned(version), Data::OctetString(ln), rights] =
-        d.as_list()?
+    let [
+        Data::LongUnsigned(class),
+        Data::Unsigned(version),
+        Data::OctetString(ln),
+        rights,
+    ] = d.as_list()?
     else {
         return None;
     };
@@ -1218,8 +1218,12 @@ fn object_list(session: &mut Session, out: &mut Output) -> anyhow::Result<bool> 
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            parse_object_entry(d)
-                .ok_or_else(|| anyhow!("object list entry {} is not {{class, version, name, rights}}", i + 1))
+            parse_object_entry(d).ok_or_else(|| {
+                anyhow!(
+                    "object list entry {} is not {{class, version, name, rights}}",
+                    i + 1
+                )
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     out.objects(&entries)?;
@@ -1307,7 +1311,12 @@ impl Output {
         }
         let rows = std::mem::take(&mut self.rows);
         if self.json {
-            return emit(&rows.iter().map(|r| format!("{}\n", r[0])).collect::<String>());
+            return emit(
+                &rows
+                    .iter()
+                    .map(|r| format!("{}\n", r[0]))
+                    .collect::<String>(),
+            );
         }
         emit(&table(&ATTRIBUTE_HEADER.map(String::from), &rows))
     }
@@ -1447,13 +1456,12 @@ mod tests {
     fn targets_parse_and_bad_ones_say_why() {
         let t = parse_target("3/1.0.1.8.0.255/2").unwrap();
         assert_eq!(t, Target::new(3, Obis::new(1, 0, 1, 8, 0, 255), 2));
-        assert_eq!(
-            parse_target("8/0-0:1.0.0.255/2").unwrap().obis,
-            Obis::CLOCK
-        );
+        assert_eq!(parse_target("8/0-0:1.0.0.255/2").unwrap().obis, Obis::CLOCK);
         let e = parse_target("3/1.0.1.8.0/2").unwrap_err().to_string();
         assert!(e.contains("1.0.1.8.0"), "{e}");
-        assert!(format!("{:#}", parse_target("3/1.0.1.8.0/2").unwrap_err()).contains("fewer than six"));
+        assert!(
+            format!("{:#}", parse_target("3/1.0.1.8.0/2").unwrap_err()).contains("fewer than six")
+        );
         assert!(parse_target("3/1.0.1.8.0.255").is_err());
         assert!(parse_target("x/1.0.1.8.0.255/2").is_err());
         assert!(parse_target("3/1.0.1.8.0.255/0").is_err());
@@ -1463,9 +1471,17 @@ mod tests {
     fn times_parse_as_iso_8601() {
         assert_eq!(parse_time("1970-01-01").unwrap(), 0);
         assert_eq!(parse_time("2026-11-21T06:00Z").unwrap(), 1_795_240_800);
-        assert_eq!(parse_time("2026-11-21 07:00:00+01:00").unwrap(), 1_795_240_800);
+        assert_eq!(
+            parse_time("2026-11-21 07:00:00+01:00").unwrap(),
+            1_795_240_800
+        );
         assert_eq!(parse_time("2026-11-21T05:30-00:30").unwrap(), 1_795_240_800);
-        for bad in ["2026-02-31", "2026-11-21T25:00", "yesterday", "2026-11-21T06:00+1"] {
+        for bad in [
+            "2026-02-31",
+            "2026-11-21T25:00",
+            "yesterday",
+            "2026-11-21T06:00+1",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
     }
