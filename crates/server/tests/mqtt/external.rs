@@ -17,22 +17,19 @@ use super::support::{TempDir, TestPki, TlsMosquitto, client_tls, drive, eventual
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Payloads a test consumer committed.
+type Committed = Arc<Mutex<HashSet<Bytes>>>;
+/// Deliveries a test consumer holds unacknowledged.
+type Held = Arc<Mutex<Vec<Delivery>>>;
+
 /// Starts a source whose consumer either acknowledges (after "committing" into `acked`) or holds
 /// every delivery of `topic`; deliveries on other topics (other tests on the shared broker) are
 /// acknowledged and ignored.
-fn consumer(
-    config: ExternalConfig,
-    topic: String,
-    ack: bool,
-) -> (
-    ExternalSource,
-    Arc<Mutex<HashSet<Bytes>>>,
-    Arc<Mutex<Vec<Delivery>>>,
-) {
+fn consumer(config: ExternalConfig, topic: String, ack: bool) -> (ExternalSource, Committed, Held) {
     let (tx, mut rx) = mpsc::channel::<Delivery>(256);
     let source = external::start(config, tx).unwrap();
-    let acked: Arc<Mutex<HashSet<Bytes>>> = Arc::default();
-    let held: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let acked: Committed = Arc::default();
+    let held: Held = Arc::default();
     let (a, h) = (acked.clone(), held.clone());
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
