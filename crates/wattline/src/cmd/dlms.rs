@@ -55,7 +55,7 @@ pub struct Args {
 pub enum Action {
     /// Associate with a meter and read attributes, profiles or the object list.
     #[command(after_help = EXAMPLES)]
-    Read(ReadArgs),
+    Read(Box<ReadArgs>),
 }
 
 /// Which association to open (client SAP per the wattline convention).
@@ -895,15 +895,13 @@ fn read(args: &ReadArgs) -> Outcome {
             out.attribute(&record, &session.client);
         }
         out.flush_table()?;
-        if let Some((obis, selection)) = plan.profile {
-            if !profile(&mut session, &mut out, obis, selection)? {
-                refused += 1;
-            }
+        if let Some((obis, selection)) = plan.profile
+            && !profile(&mut session, &mut out, obis, selection)?
+        {
+            refused += 1;
         }
-        if plan.list_objects {
-            if !object_list(&mut session, &mut out)? {
-                refused += 1;
-            }
+        if plan.list_objects && !object_list(&mut session, &mut out)? {
+            refused += 1;
         }
         Ok(())
     })();
