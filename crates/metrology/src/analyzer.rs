@@ -299,8 +299,12 @@ impl Analyzer {
         if self.windows == 0 {
             let mut found = [0.0; 64];
             let count = raw_crossings(&self.buf[0][..self.len], &mut found);
+            // At most one standard window's worth of cycles: the engine's buffers and FFT grid
+            // are sized for that, and a recording with more whole cycles that never locked
+            // (e.g. a wildly wrong --rate) is still reported as one flagged short window.
+            let max_crossings = self.cycles_per_window as usize + 1;
             let usable: heapless_slice::Usable =
-                heapless_slice::usable(&found[..count], last_usable);
+                heapless_slice::usable(&found[..count], last_usable, max_crossings);
             if usable.count >= 2 {
                 let (xa, xb) = (usable.first, usable.last);
                 self.skipped = xa + 0.5;
@@ -671,13 +675,18 @@ mod heapless_slice {
         pub last: f64,
     }
 
-    pub(super) fn usable(found: &[f64], last_usable: f64) -> Usable {
+    /// The first `max` crossings in `[1, last_usable]`.
+    pub(super) fn usable(found: &[f64], last_usable: f64, max: usize) -> Usable {
         let mut out = Usable {
             count: 0,
             first: 0.0,
             last: 0.0,
         };
-        for &x in found.iter().filter(|&&x| x >= 1.0 && x <= last_usable) {
+        for &x in found
+            .iter()
+            .filter(|&&x| x >= 1.0 && x <= last_usable)
+            .take(max)
+        {
             if out.count == 0 {
                 out.first = x;
             }

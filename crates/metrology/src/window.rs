@@ -304,7 +304,10 @@ impl WindowEngine {
         };
         let freq_hz = cycles_f * self.fs_hz / len;
         self.fill_oscillator(span, w, cycles_f);
-        let harmonics = self.harmonics && span.cycles > 0;
+        // The grid for this many cycles must fit the buffers sized in `new`; callers cap spans
+        // at one standard window, and a span that does not fit gets no harmonics, not a panic.
+        let harmonics =
+            self.harmonics && span.cycles > 0 && grid_size(span.cycles) <= self.tap_index.len();
         if harmonics {
             self.plan_resampling(span);
         }
