@@ -131,6 +131,9 @@ impl SendLog {
     }
 }
 
+/// The CA of an embedded-broker run and one client TLS configuration per simulated meter.
+type MeterTls = (CertificateAuthority, Vec<Arc<rustls::ClientConfig>>);
+
 fn reading(t: u64) -> Reading {
     // A realistic single-phase household: 230 V, a slowly varying load, counters rising with it.
     let p_w = 400.0 + 300.0 * ((t as f64) / 30.0).sin().abs();
@@ -276,11 +279,7 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
     };
     let mut broker_handle = None;
     let mut external_source = None;
-    let (host, port, tls): (
-        String,
-        u16,
-        Option<(CertificateAuthority, Vec<Arc<rustls::ClientConfig>>)>,
-    ) = match &external {
+    let (host, port, tls): (String, u16, Option<MeterTls>) = match &external {
         None => {
             let ca = CertificateAuthority::generate("wattline loadgen ca")?;
             let server_cert =
