@@ -61,7 +61,7 @@ mod store;
 pub use error::{Error, ErrorKind};
 pub use ingest::{Acknowledge, Ingest, IngestConfig, IngestStats, KeyRing, KeySource, LiveBatch};
 pub use store::{
-    AuditEntry, BatchOutcome, BatchWrite, CommandStatus, CounterPoint, Customer, DirtyRange, Gap,
+    AuditEntry, BatchOutcome, BatchWrite, CommandStatus, CounterPoint, Customer, Database, DirtyRange, Gap,
     MAX_POINTS, Meter, MeterStatus, Neighbours, NewCommand, NewQuarantine, PgConfig, PgStore,
     QuarantineEntry, Resolution, RetentionReport, Rollup, RollupInputs, Series, SqliteStore, Store,
     StoredCommand, StoredEvent, StoredReading, WriteOutcome, WriteSet, readings_auto,
@@ -101,5 +101,6 @@ pub(crate) fn event_class_parse(s: &str) -> schema::EventClass {
 }
 
 pub mod broker;
+pub mod http;
 pub mod pki;
 pub mod source;

@@ -244,6 +244,16 @@ impl Ingest {
         &self.stats
     }
 
+    /// A shared handle on the counters (for `/metrics` and pages that outlive a borrow).
+    pub fn stats_handle(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    /// The live channel's sender, so the HTTP side can subscribe per request.
+    pub fn live_sender(&self) -> broadcast::Sender<Arc<LiveBatch>> {
+        self.live.clone()
+    }
+
     /// Stops accepting deliveries, finishes those queued, and waits for the writer.
     pub async fn shutdown(self) {
         drop(self.tx);

@@ -9,11 +9,13 @@ use schema::{Action, EnergyCounters, MeterId, Phase, PhaseReading, Reading, Reco
 
 use crate::Error;
 
+pub(crate) mod extensions;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 #[cfg(test)]
 mod suite;
 
+pub use extensions::Database;
 pub use postgres::{PgConfig, PgStore};
 pub use sqlite::SqliteStore;
 

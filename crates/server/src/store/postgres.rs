@@ -58,7 +58,7 @@ impl Default for PgConfig {
     }
 }
 
-fn pg_error(doing: &str, e: tokio_postgres::Error) -> Error {
+pub(crate) fn pg_error(doing: &str, e: tokio_postgres::Error) -> Error {
     let detail = match e.as_db_error() {
         Some(d) => d.message().to_owned(),
         None => e.to_string(),
@@ -66,7 +66,7 @@ fn pg_error(doing: &str, e: tokio_postgres::Error) -> Error {
     Error::database(BACKEND, doing, detail)
 }
 
-fn db(doing: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
+pub(crate) fn db(doing: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
     move |e| pg_error(doing, e)
 }
 
@@ -81,7 +81,8 @@ pub enum Partitioning {
 
 /// The PostgreSQL [`Store`].
 pub struct PgStore {
-    pool: Pool,
+    /// Feature-area stores (`store/extensions.rs`) take connections from it too.
+    pub(crate) pool: Pool,
     partitioning: Partitioning,
     /// Month starts (Unix ms) whose partition is known to exist.
     partitions: Mutex<HashSet<i64>>,
@@ -391,7 +392,13 @@ async fn migrate(mut client: Object, timescale: bool) -> Result<(), Error> {
         )
         .await
         .map_err(db("creating schema_migrations"))?;
-    for version in MIGRATION_VERSIONS {
+    let core = MIGRATION_VERSIONS
+        .iter()
+        .map(|&version| (version, migration_sql(version, timescale)));
+    let extensions = super::extensions::migrations()
+        .into_iter()
+        .map(|m| (m.version, m.postgres.to_owned()));
+    for (version, sql) in core.chain(extensions) {
         let fail = |e: tokio_postgres::Error| {
             Error::new(ErrorKind::Migration {
                 version,
@@ -409,9 +416,7 @@ async fn migrate(mut client: Object, timescale: bool) -> Result<(), Error> {
             .map_err(fail)?
             .is_some();
         if !applied {
-            tx.batch_execute(&migration_sql(version, timescale))
-                .await
-                .map_err(fail)?;
+            tx.batch_execute(&sql).await.map_err(fail)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
                 &[&v, &crate::now_ms()],

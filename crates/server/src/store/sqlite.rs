@@ -144,7 +144,7 @@ CREATE TABLE quarantine (
 "#,
 )];
 
-fn db(doing: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+pub(crate) fn db(doing: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| Error::database(BACKEND, doing, e)
 }
 
@@ -196,7 +196,9 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    async fn run<R: Send + 'static>(
+    /// Runs `f` on the writer (`write`) or the reader connection on tokio's blocking pool.
+    /// Feature-area stores (`store/extensions.rs`) use it too.
+    pub(crate) async fn run<R: Send + 'static>(
         &self,
         write: bool,
         f: impl FnOnce(&mut Connection) -> Result<R, Error> + Send + 'static,
@@ -250,7 +252,13 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
         .map(|c| format!("{c} REAL"))
         .collect::<Vec<_>>()
         .join(",\n    ");
-    for &(version, sql) in MIGRATIONS {
+    let core = MIGRATIONS
+        .iter()
+        .map(|&(version, sql)| (version, sql.replace("@READING_COLUMNS@", &columns)));
+    let extensions = super::extensions::migrations()
+        .into_iter()
+        .map(|m| (m.version, m.sqlite.to_owned()));
+    for (version, sql) in core.chain(extensions) {
         let fail = |e: rusqlite::Error| {
             Error::new(ErrorKind::Migration {
                 version,
@@ -272,14 +280,12 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
             conn.execute_batch("COMMIT").map_err(fail)?;
             continue;
         }
-        let result = conn
-            .execute_batch(&sql.replace("@READING_COLUMNS@", &columns))
-            .and_then(|_| {
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
-                    params![version, crate::now_ms()],
-                )
-            });
+        let result = conn.execute_batch(&sql).and_then(|_| {
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
+                params![version, crate::now_ms()],
+            )
+        });
         match result {
             Ok(_) => conn.execute_batch("COMMIT").map_err(fail)?,
             Err(e) => {
