@@ -114,6 +114,7 @@ impl Phases {
     }
 
     /// All three slots, including those past `len`.
+    #[cfg(feature = "alloc")]
     pub(crate) fn items_mut(&mut self) -> &mut [PhaseReport; 3] {
         &mut self.items
     }
