@@ -14,6 +14,9 @@ missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)   # PZEM-004T RTU tests over a pty pair
+[ -x /usr/bin/chromium ] || missing+=(chromium)          # browser tests (server/tests/browser)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)  # bill PDFs are checked by extracting their text
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
