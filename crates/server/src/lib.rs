@@ -60,6 +60,10 @@ mod store;
 
 pub use error::{Error, ErrorKind};
 pub use ingest::{Acknowledge, Ingest, IngestConfig, IngestStats, KeyRing, KeySource, LiveBatch};
+pub use store::accounts::{
+    AccountStore, ApiToken, AuditFilter, AuditRecord, NewApiToken, NewUser, StoredSession, User,
+    UserChange,
+};
 pub use store::{
     AuditEntry, BatchOutcome, BatchWrite, CommandStatus, CounterPoint, Customer, Database, DirtyRange, Gap,
     MAX_POINTS, Meter, MeterStatus, Neighbours, NewCommand, NewQuarantine, PgConfig, PgStore,
@@ -100,6 +104,7 @@ pub(crate) fn event_class_parse(s: &str) -> schema::EventClass {
     }
 }
 
+pub mod auth;
 pub mod broker;
 pub mod http;
 pub mod pki;

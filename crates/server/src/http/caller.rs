@@ -1,18 +1,24 @@
 //! Who is asking: the [`Caller`] extractor every data handler takes, and the authorization
 //! checks on it. A request without valid credentials never reaches a handler (401).
 //!
-//! Resolution today: the bootstrap admin bearer token from the config. The accounts area
-//! (`crate::auth`) adds browser sessions and per-user API tokens behind the same type.
+//! Resolution, in order: `Authorization: Bearer` with the bootstrap admin token from the config
+//! or a user's `wlt_…` API token (with its scopes); else the `wattline_session` cookie of a
+//! browser session (which carries the CSRF token). The [`crate::auth::guard`] layer resolves
+//! once per request and leaves the answer in the request's extensions; without the layer (unit
+//! tests of handlers) the extractor resolves itself.
 
 use std::net::IpAddr;
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use schema::MeterId;
 
 use super::{ApiError, AppState};
 use crate::Meter;
+use crate::auth::{AuthResolution, Scope};
 
 /// A role (DESIGN §3.7). Ordered: `Admin` may do all an `Operator` may, who may do all a
 /// `Customer` may (on every customer's meters).
@@ -63,18 +69,38 @@ pub struct Caller {
     /// For a browser session: the token state-changing requests must echo (CSRF), for pages
     /// to embed. `None` for bearer tokens, which browsers never send on their own.
     pub csrf_token: Option<String>,
+    /// For a user's API token: what it may do (`None`: a session or the bootstrap token, limited
+    /// by the role only).
+    pub scopes: Option<Vec<Scope>>,
 }
 
 impl Caller {
-    /// Fails with 403 unless the caller has at least `role`.
+    /// Fails with 403 unless the caller has at least `role`. An API token needs the `admin`
+    /// scope for admin actions too (a read token of an admin is not an admin).
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
+        if self.role < role {
+            return Err(ApiError::forbidden(format!(
                 "this needs the {} role",
                 role.as_str()
-            )))
+            )));
+        }
+        if role == Role::Admin {
+            self.require_scope(Scope::Admin)?;
+        }
+        Ok(())
+    }
+
+    /// Fails with 403 when the caller is an API token without `scope`. Sessions and the
+    /// bootstrap token pass (their role decides). The [`crate::auth::guard`] layer already
+    /// demands `read` for reads, `write` for changes, `commands` for command routes and `admin`
+    /// for administration; handlers call this for anything finer.
+    pub fn require_scope(&self, scope: Scope) -> Result<(), ApiError> {
+        match &self.scopes {
+            Some(s) if !s.contains(&scope) => Err(ApiError::forbidden(format!(
+                "this API token lacks the {} scope",
+                scope.as_str()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -113,25 +139,61 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if let (Some(token), Some(admin)) = (bearer, state.config.admin_token.as_deref())
+        if let Some(AuthResolution(resolved)) = parts.extensions.get::<AuthResolution>() {
+            return resolved.clone().ok_or_else(ApiError::unauthenticated);
+        }
+        resolve(parts, state)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// The caller the request's credentials name, `None` when it has none or they are not valid.
+/// A bearer header is decisive: when present, the cookie is not looked at.
+pub(crate) async fn resolve(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
+    let remote = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let authorization = parts
+        .headers
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Some(header) = authorization {
+        let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
+            return Ok(None);
+        };
+        if let Some(admin) = state.config.admin_token.as_deref()
             && !admin.is_empty()
             && constant_time_eq(token.as_bytes(), admin.as_bytes())
         {
-            return Ok(Caller {
+            return Ok(Some(Caller {
                 user_id: None,
                 username: "admin-token".to_owned(),
                 role: Role::Admin,
                 customer_id: None,
-                remote: None,
+                remote,
                 csrf_token: None,
-            });
+                scopes: None,
+            }));
         }
-        Err(ApiError::unauthenticated())
+        return crate::auth::caller_from_api_token(state, token, remote).await;
     }
+    match session_cookie(parts) {
+        Some(id) => crate::auth::caller_from_session(state, id, remote).await,
+        None => Ok(None),
+    }
+}
+
+/// The value of the `wattline_session` cookie, if sent.
+pub(crate) fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == crate::auth::SESSION_COOKIE)
+        .map(|(_, v)| v.trim())
 }

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 use crate::{Database, IngestStats, LiveBatch, Store};
 
 pub use caller::{Caller, Role};
+pub(crate) use caller::{resolve as resolve_caller, session_cookie as session_cookie_of};
 pub use error::ApiError;
 
 /// Settings of the HTTP side that handlers need.
@@ -64,6 +65,8 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// Set once the server finished starting (migrations run, broker listening): `/readyz`.
     pub ready: Arc<AtomicBool>,
+    /// Session lifetimes, login limits and refusal counters (`crate::auth`).
+    pub auth: Arc<crate::auth::AuthContext>,
 }
 
 impl AppState {
@@ -78,7 +81,14 @@ impl AppState {
             ingest_stats: Arc::new(IngestStats::default()),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(false)),
+            auth: crate::auth::AuthContext::new(crate::auth::AuthPolicy::default()),
         }
+    }
+
+    /// Replaces the session lifetimes and login limits (fresh counters).
+    pub fn with_auth_policy(mut self, policy: crate::auth::AuthPolicy) -> Self {
+        self.auth = crate::auth::AuthContext::new(policy);
+        self
     }
 
     /// Wires the live channel and counters of a running [`Ingest`](crate::Ingest).
@@ -96,10 +106,13 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .merge(crate::auth::routes());
+    // Every route above passes the auth guard: credentials resolved once, CSRF and token
+    // scopes enforced, refusals counted, security headers set. Merge new routes above.
+    crate::auth::secure(routes, state)
 }
 
 /// Liveness: the process answers.

@@ -32,6 +32,7 @@ pub(crate) struct Migration {
 pub(crate) fn migrations() -> Vec<Migration> {
     let areas: &[&[Migration]] = &[
         // One line per area, e.g. `super::accounts::MIGRATIONS,`.
+        super::accounts::MIGRATIONS,
     ];
     let mut all: Vec<Migration> = areas.iter().flat_map(|a| a.iter().copied()).collect();
     all.sort_by_key(|m| m.version);
@@ -54,6 +55,14 @@ impl Database {
         match self {
             Database::Sqlite(s) => Arc::new(s.clone()),
             Database::Postgres(p) => p.clone(),
+        }
+    }
+
+    /// Users, sessions, API tokens, login attempts and the audit log (`store/accounts.rs`).
+    pub fn accounts(&self) -> &dyn super::accounts::AccountStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p.as_ref(),
         }
     }
 

@@ -9,6 +9,7 @@ use schema::{Action, EnergyCounters, MeterId, Phase, PhaseReading, Reading, Reco
 
 use crate::Error;
 
+pub(crate) mod accounts;
 pub(crate) mod extensions;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
