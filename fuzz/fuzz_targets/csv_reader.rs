@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wattline::{ReadOptions, Waveform};
+use waveform::{ReadOptions, Waveform};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the options, so both the `--rate` and the `t`-column paths and the

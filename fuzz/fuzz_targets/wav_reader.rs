@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wattline::{ReadOptions, WavReader};
+use waveform::{ReadOptions, WavReader};
 
 /// A valid 16-bit stereo header up to the data size, so the fuzzer reaches the sample decoder
 /// quickly; inputs starting with `RIFF` are used as they are, so the header parser is covered too.

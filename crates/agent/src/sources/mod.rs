@@ -41,9 +41,8 @@ pub enum SourceConfig {
 impl SourceConfig {
     /// Build the configured source.
     ///
-    /// `recordings` opens CSV/WAV files for `replay`: the `wattline` binary passes an adapter
-    /// over its waveform readers (the agent does not depend on the binary); without it a
-    /// `replay` config is a clear error. `spi_adc` needs the `spidev` feature.
+    /// `recordings` opens the recordings of `replay`; `None` reads CSV/WAV files with
+    /// [`replay::RecordingFiles`]. `spi_adc` needs the `spidev` feature.
     pub fn build(
         &self,
         recordings: Option<std::sync::Arc<dyn replay::OpenRecording>>,
@@ -51,12 +50,8 @@ impl SourceConfig {
         Ok(match self {
             SourceConfig::Simulator(c) => Box::new(simulator::SimulatorSource::from_config(c)?),
             SourceConfig::Replay(c) => {
-                let opener = recordings.ok_or_else(|| {
-                    Error::config(format!(
-                        "replay of {}: this program has no recording reader (run it through the wattline binary)",
-                        c.path.display()
-                    ))
-                })?;
+                let opener =
+                    recordings.unwrap_or_else(|| std::sync::Arc::new(replay::RecordingFiles));
                 Box::new(replay::ReplaySource::new(c.clone(), opener)?)
             }
             SourceConfig::Pzem004t(c) => Box::new(pzem004t::Pzem004tSource::new(c.clone())?),

@@ -87,9 +87,6 @@ fn run_agent(path: &std::path::Path, reset_registers: bool) -> Outcome {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    // `type = "replay"` needs an `OpenRecording` adapter over this binary's CSV/WAV readers,
-    // which needs a public constructor for `agent::sources::Error`; without the adapter the
-    // agent refuses a replay config with a clear error rather than guessing.
     let source = config.source.build(None).bad_input()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

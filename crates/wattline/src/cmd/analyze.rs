@@ -10,7 +10,7 @@ use metrology::{
     Analyzer, AnalyzerConfig, EnergyRegisters, Layout, NominalFrequency, WindowFlags, WindowReport,
 };
 use serde::Serialize;
-use wattline::{Format, ReadOptions, Waveform};
+use waveform::{Format, ReadOptions, Waveform};
 
 use super::{BadInput, Failure, Outcome, is_broken_pipe};
 
@@ -167,7 +167,7 @@ pub fn run(args: &Args) -> Outcome {
 }
 
 /// A reader failure as a CLI failure: the file's name, then where and what.
-fn reader_failure(path: &Path, e: wattline::Error) -> Failure {
+fn reader_failure(path: &Path, e: waveform::Error) -> Failure {
     let bad = e.is_bad_input();
     let error = anyhow!("{}: {e}", path.display());
     if bad {

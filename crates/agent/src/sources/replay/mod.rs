@@ -1,16 +1,16 @@
 //! The `replay` source: recorded waveforms (DESIGN §3.2 CSV/WAV), once or looped.
 //!
-//! The agent does not parse CSV or WAV itself: the readers live with the `wattline` binary
-//! (`wattline::Waveform`, shared with `wattline analyze` and its fuzz targets), and the agent
-//! must not depend on the binary crate. So this source plays any [`WaveformReader`] that an
-//! [`OpenRecording`] opens — the binary passes an adapter over its readers; tests and the agent's
-//! own captures use [`MemoryRecording`]. Looping reopens the recording and flags the first
+//! The source plays any [`WaveformReader`] that an [`OpenRecording`] opens: by default
+//! [`RecordingFiles`], the `waveform` crate's CSV/WAV readers (the same code `wattline analyze`
+//! and the fuzz targets run); tests and the agent's own captures use [`MemoryRecording`]. Looping reopens the recording and flags the first
 //! chunk of each pass as a discontinuity, so the analyser restarts its windows instead of
 //! splicing the end of the file to its start.
 
 mod config;
+mod files;
 
 pub use config::ReplayConfig;
+pub use files::RecordingFiles;
 
 use std::path::Path;
 use std::sync::Arc;

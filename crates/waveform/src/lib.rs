@@ -1,8 +1,9 @@
-//! The `wattline` binary's library half: streaming readers for recorded waveforms.
+//! `waveform`: streaming readers for recorded voltage and current waveforms (DESIGN §3.2).
 //!
-//! `wattline analyze` reads voltage and current recordings (DESIGN §3.2) and feeds them to the
-//! `metrology` analyser. The readers live here, in the library target, so that the fuzz targets
-//! in `fuzz/` and the tests can drive exactly the code the binary runs.
+//! `wattline analyze` and the agent's `replay` source read recordings through this crate and
+//! feed them to the `metrology` analyser. It is a crate of its own, with no dependency beyond
+//! `metrology` and a float parser, so the fuzz targets in `fuzz/` drive exactly the code the
+//! binary runs without building the rest of wattline.
 //!
 //! - [`Waveform::open`] sniffs the format (a RIFF/WAVE header, else CSV) and reads the header;
 //! - [`Waveform::read_frames`] then appends samples in constant memory, frame by frame, in the
@@ -12,7 +13,7 @@
 //!   column for CSV, byte offset for WAV); nothing panics and no sample is dropped silently.
 //!
 //! ```
-//! use wattline::{Layout, ReadOptions, Waveform};
+//! use waveform::{Layout, ReadOptions, Waveform};
 //!
 //! let csv = "t,v,i\n0.0,0.0,0.0\n0.000125,1.5,0.25\n0.00025,3.0,0.5\n";
 //! let mut recording = Waveform::open(csv.as_bytes(), &ReadOptions::default())?;
@@ -22,7 +23,7 @@
 //! let mut frames = Vec::new();
 //! while recording.read_frames(&mut frames, 4096)? > 0 {}
 //! assert_eq!(frames, [0.0, 0.0, 1.5, 0.25, 3.0, 0.5]);
-//! # Ok::<(), wattline::Error>(())
+//! # Ok::<(), waveform::Error>(())
 //! ```
 
 mod csv;
