@@ -107,5 +107,6 @@ pub(crate) fn event_class_parse(s: &str) -> schema::EventClass {
 pub mod auth;
 pub mod broker;
 pub mod http;
+pub mod keystore;
 pub mod pki;
 pub mod source;

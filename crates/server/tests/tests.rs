@@ -3,5 +3,6 @@
 
 mod common;
 mod crash;
+mod attacks_mqtt;
 mod ingest;
 mod mqtt;

@@ -11,6 +11,7 @@ const OID_COMMON_NAME: [u8; 3] = [0x55, 0x04, 0x03];
 const TAG_SEQUENCE: u8 = 0x30;
 const TAG_SET: u8 = 0x31;
 const TAG_OID: u8 = 0x06;
+const TAG_INTEGER: u8 = 0x02;
 const TAG_VERSION: u8 = 0xA0;
 const TAG_UTF8_STRING: u8 = 0x0C;
 const TAG_PRINTABLE_STRING: u8 = 0x13;
@@ -47,6 +48,22 @@ fn expect<'a>(input: &'a [u8], want: u8, what: &str) -> Result<(&'a [u8], &'a [u
         return Err(format!("{what}: tag {tag:#04x}, expected {want:#04x}"));
     }
     Ok((contents, rest))
+}
+
+/// The certificate's serial number as lowercase hex of its DER integer bytes (RFC 5280
+/// §4.1.2.2): the key of the revocation list.
+pub fn serial_hex(cert_der: &[u8]) -> Result<String, String> {
+    let (cert, _) = expect(cert_der, TAG_SEQUENCE, "certificate")?;
+    let (tbs, _) = expect(cert, TAG_SEQUENCE, "tbsCertificate")?;
+    let mut rest = tbs;
+    if rest.first() == Some(&TAG_VERSION) {
+        rest = tlv(rest)?.2;
+    }
+    let (serial, _) = expect(rest, TAG_INTEGER, "serialNumber")?;
+    if serial.is_empty() || serial.len() > 21 {
+        return Err(format!("serial number of {} bytes", serial.len()));
+    }
+    Ok(serial.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The subject's common name; an error when there is none, more than one, or the DER is bad.
@@ -110,6 +127,18 @@ mod tests {
             (DnType::CountryName, "DE"),
         ]);
         assert_eq!(common_name(&der).unwrap(), "house-7");
+    }
+
+    #[test]
+    fn serial_matches_the_one_rcgen_wrote() {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x01, 0xab, 0x00, 0x7f]));
+        let key = KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(serial_hex(&der).unwrap(), "01ab007f");
+        for n in 0..der.len() {
+            assert!(serial_hex(&der[..n]).is_err(), "prefix {n}");
+        }
     }
 
     #[test]

@@ -62,10 +62,34 @@ pub(super) async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .ok_or_else(|| "no client certificate".to_owned())
-                .and_then(|leaf| super::common_name(leaf.as_ref()))
-                .and_then(|cn| MeterId::parse(&cn).map_err(|e| format!("common name {cn:?}: {e}")));
+                .and_then(|leaf| {
+                    let serial = super::serial_hex(leaf.as_ref())?;
+                    let cn = super::common_name(leaf.as_ref())?;
+                    let meter =
+                        MeterId::parse(&cn).map_err(|e| format!("common name {cn:?}: {e}"))?;
+                    Ok((meter, serial))
+                });
             match identity {
-                Ok(meter) => session(shared, connection, tls, peer, Some(meter), shutdown).await,
+                Ok((meter, serial)) => {
+                    let revocations = &shared.config.revocations;
+                    let revoked = if revocations.serial_revoked(&serial) {
+                        Some(format!("certificate {serial} is revoked"))
+                    } else {
+                        revocations
+                            .meter_revoked(&meter)
+                            .map(|why| format!("meter is revoked: {why}"))
+                    };
+                    if let Some(why) = revoked {
+                        count_refusal(&shared.stats.revoked_refused, "revoked");
+                        tracing::warn!(%peer, %meter, %serial, reason = %why,
+                            "mqtt connection with a revoked certificate refused");
+                        let mut tls = tls;
+                        let _ = tls.shutdown().await;
+                        return;
+                    }
+                    let identity = CertIdentity { meter, serial };
+                    session(shared, connection, tls, peer, Some(identity), shutdown).await
+                }
                 Err(why) => {
                     count_refusal(&shared.stats.identity_refused, "identity");
                     tracing::warn!(%peer, reason = %why, "mqtt client certificate has no meter identity");
@@ -73,6 +97,12 @@ pub(super) async fn serve(
             }
         }
     }
+}
+
+/// Who the verified client certificate says the peer is.
+struct CertIdentity {
+    meter: MeterId,
+    serial: String,
 }
 
 /// Reads until one whole packet is in `buf` and returns it; `Ok(None)` at end of stream.
@@ -114,9 +144,13 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     connection: u64,
     stream: S,
     peer: SocketAddr,
-    cert_identity: Option<MeterId>,
+    cert_identity: Option<CertIdentity>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Subscribed before CONNECT is read: a revocation from now on is seen by the session.
+    let mut revocations = shared.config.revocations.subscribe();
+    let serial = cert_identity.as_ref().map(|c| c.serial.clone());
+    let cert_identity = cert_identity.map(|c| c.meter);
     let cfg = shared.config.clone();
     let max = cfg.max_packet_bytes;
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -232,6 +266,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         next_seq: 0,
         outgoing: HashMap::new(),
         next_pkid: 0,
+        serial,
+        bucket: TokenBucket::new(cfg.max_publishes_per_s, cfg.publish_burst),
     };
     let end = if let Err(why) = write_packets(
         &mut writer,
@@ -254,6 +290,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 &mut buf,
                 &mut outbound_rx,
                 &mut shutdown,
+                &mut revocations,
                 connect.keep_alive,
             )
             .await
@@ -306,6 +343,42 @@ struct Session {
     /// Our `down` PUBLISHes waiting for the meter's PUBACK.
     outgoing: HashMap<u16, tokio::sync::oneshot::Sender<()>>,
     next_pkid: u16,
+    /// The certificate serial (TLS listener only).
+    serial: Option<String>,
+    bucket: TokenBucket,
+}
+
+/// PUBLISHes a connection may send: `rate` per second on average, `burst` at once.
+struct TokenBucket {
+    rate_per_s: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate_per_s: u32, burst: u32) -> Self {
+        Self {
+            rate_per_s: f64::from(rate_per_s.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one token; returns how long to wait first when the bucket is empty.
+    fn take(&mut self) -> Duration {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate_per_s;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate_per_s)
+        }
+    }
 }
 
 impl Session {
@@ -316,6 +389,7 @@ impl Session {
         buf: &mut BytesMut,
         outbound: &mut mpsc::Receiver<Outbound>,
         shutdown: &mut watch::Receiver<bool>,
+        revocations: &mut watch::Receiver<u64>,
         keep_alive_s: u16,
     ) -> End
     where
@@ -328,6 +402,8 @@ impl Session {
         let keep_alive =
             (keep_alive_s > 0).then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500));
         let mut last_rx = Instant::now();
+        // A revocation between the handshake check and here is caught at once.
+        revocations.mark_changed();
         loop {
             let mut replies: Vec<Packet> = Vec::new();
             // Whole packets already buffered, as far as the unacknowledged limit allows; the
@@ -367,6 +443,15 @@ impl Session {
             let may_read = self.pending.len() < cfg.max_unacked_per_connection;
             tokio::select! {
                 _ = shutdown.changed() => return End::Clean,
+                Ok(()) = revocations.changed() => {
+                    revocations.borrow_and_update();
+                    if let Some(why) = self.revoked() {
+                        count_refusal(&self.shared.stats.revoked_closed, "revoked_live");
+                        tracing::warn!(peer = %self.peer, meter = %self.meter, reason = %why,
+                            "mqtt session closed: revoked");
+                        return End::Abnormal;
+                    }
+                }
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await },
                     if deadline.is_some() => {
                     count_refusal(&self.shared.stats.keepalive_timeouts, "keepalive");
@@ -428,6 +513,17 @@ impl Session {
         }
     }
 
+    fn revoked(&self) -> Option<String> {
+        let list = &self.shared.config.revocations;
+        if let Some(serial) = &self.serial
+            && list.serial_revoked(serial)
+        {
+            return Some(format!("certificate {serial} is revoked"));
+        }
+        list.meter_revoked(&self.meter)
+            .map(|why| format!("meter is revoked: {why}"))
+    }
+
     fn allocate_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
@@ -458,6 +554,14 @@ impl Session {
                     tracing::warn!(peer = %self.peer, meter = %self.meter, topic = %p.topic,
                         "mqtt: publish outside the meter's own topics refused, closing");
                     return Err(());
+                }
+                let wait = self.bucket.take();
+                if !wait.is_zero() {
+                    // Not reading is the throttle: the sender's TCP window fills up.
+                    count_refusal(&stats.rate_limited, "rate_limited");
+                    tracing::debug!(peer = %self.peer, meter = %self.meter, wait_ms = wait.as_millis() as u64,
+                        "mqtt: publish rate above the limit, throttling");
+                    tokio::time::sleep(wait).await;
                 }
                 stats.publishes_received.fetch_add(1, Ordering::Relaxed);
                 if p.retain {

@@ -29,6 +29,13 @@
 //!   At most `max_unacked_per_connection` PUBLISHes wait per connection; beyond that the broker
 //!   stops reading that socket, and a full ingest channel stops every reader: overload turns
 //!   into TCP back-pressure on the meters, never into drops.
+//! - **Revocation**: a certificate whose serial, or a meter that, is on the
+//!   [`RevocationList`] is refused right after the handshake; a live session closes as soon as
+//!   the list names it (counted as `revoked_refused` / `revoked_closed`).
+//! - **Flood limit**: each connection has a token bucket of PUBLISHes
+//!   (`max_publishes_per_s`, `publish_burst`); a client above it is throttled by no longer
+//!   reading its socket, counted as `rate_limited`, while other connections are unaffected.
+//!   Oversized packets (`max_packet_bytes`) and malformed ones close the connection.
 //! - **Retained status and last will**: `status` messages with the retain flag are kept (one per
 //!   meter) and the will is published when a connection ends without DISCONNECT.
 //! - **Commands**: [`BrokerHandle::publish_down`] sends a sealed command to a connected meter
@@ -41,10 +48,12 @@
 mod acl;
 mod cert;
 mod connection;
+mod revocation;
 mod tls;
 
 pub use acl::{may_publish, may_subscribe};
-pub use cert::common_name;
+pub use cert::{common_name, serial_hex};
+pub use revocation::RevocationList;
 pub use tls::server_config;
 
 use std::collections::{BTreeMap, HashMap};
@@ -157,6 +166,16 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// A write to a meter that does not complete in this time closes its connection.
     pub write_timeout: Duration,
+    /// Revoked certificates and meters: refused right after the TLS handshake, and live
+    /// sessions close when their certificate or meter is revoked (see
+    /// [`crate::keystore::KeyStore::revocations`]).
+    pub revocations: Arc<RevocationList>,
+    /// PUBLISHes per second one connection may send on average; beyond that the broker stops
+    /// reading its socket until the bucket refills (a flood slows its sender, nobody else).
+    /// The agent sends at most 10 per second by default.
+    pub max_publishes_per_s: u32,
+    /// PUBLISHes a connection may send in a burst above the average (outbox catch-up).
+    pub publish_burst: u32,
 }
 
 impl BrokerConfig {
@@ -169,6 +188,9 @@ impl BrokerConfig {
             max_unacked_per_connection: 64,
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            revocations: Arc::new(RevocationList::new()),
+            max_publishes_per_s: 50,
+            publish_burst: 200,
         }
     }
 
@@ -182,6 +204,9 @@ impl BrokerConfig {
         }
         if self.connect_timeout.is_zero() || self.write_timeout.is_zero() {
             return bad("timeouts must be positive");
+        }
+        if self.max_publishes_per_s == 0 || self.publish_burst == 0 {
+            return bad("max_publishes_per_s and publish_burst must be positive");
         }
         Ok(())
     }
@@ -207,6 +232,9 @@ pub struct BrokerStats {
     pub(crate) wills_published: AtomicU64,
     pub(crate) down_published: AtomicU64,
     pub(crate) down_acked: AtomicU64,
+    pub(crate) revoked_refused: AtomicU64,
+    pub(crate) revoked_closed: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -245,6 +273,12 @@ pub struct BrokerStatsSnapshot {
     pub down_published: u64,
     /// Commands the meter acknowledged.
     pub down_acked: u64,
+    /// Connections refused because their certificate or meter is revoked.
+    pub revoked_refused: u64,
+    /// Live sessions closed because their certificate or meter was revoked.
+    pub revoked_closed: u64,
+    /// Times a connection was throttled for publishing faster than its limit.
+    pub rate_limited: u64,
 }
 
 impl BrokerStats {
@@ -267,6 +301,9 @@ impl BrokerStats {
             wills_published: g(&self.wills_published),
             down_published: g(&self.down_published),
             down_acked: g(&self.down_acked),
+            revoked_refused: g(&self.revoked_refused),
+            revoked_closed: g(&self.revoked_closed),
+            rate_limited: g(&self.rate_limited),
         }
     }
 }

@@ -40,6 +40,21 @@ impl Acknowledge for oneshot::Sender<()> {
 pub trait KeySource: Send + Sync + 'static {
     /// The key of `meter`, if it has one.
     fn key(&self, meter: &MeterId) -> Option<MeterKey>;
+
+    /// Every key accepted for `meter` now, newest first: more than one during a key
+    /// rotation's grace period (see `crate::keystore`).
+    fn keys(&self, meter: &MeterId) -> Vec<MeterKey> {
+        self.key(meter).into_iter().collect()
+    }
+
+    /// Told after an envelope of `meter` opened with `keys(meter)[index]`.
+    fn opened_with(&self, _meter: &MeterId, _index: usize) {}
+
+    /// Why `meter` must not deliver at all (revoked), if so: its envelopes are quarantined
+    /// with this reason.
+    fn refused(&self, _meter: &MeterId) -> Option<String> {
+        None
+    }
 }
 
 /// Keys held in memory (loaded from key files at start or added at enrolment).
@@ -589,7 +604,12 @@ impl Worker {
             }
             Some(m) => m,
         };
-        let Some(key) = self.keys.key(&owner) else {
+        if let Some(why) = self.keys.refused(&owner) {
+            out.refuse(&topic, received_ms, Some(&owner), why, &payload);
+            return Ok(out);
+        }
+        let keys = self.keys.keys(&owner);
+        if keys.is_empty() {
             out.refuse(
                 &topic,
                 received_ms,
@@ -601,10 +621,29 @@ impl Worker {
                 &payload,
             );
             return Ok(out);
-        };
-        let plaintext = match envelope.open(&key, &owner, Direction::Up) {
-            Ok(p) => p,
+        }
+        // Newest key first; an older one is accepted only within a rotation's grace period.
+        let mut opened = Err(None);
+        for (i, key) in keys.iter().enumerate() {
+            match envelope.open(key, &owner, Direction::Up) {
+                Ok(p) => {
+                    opened = Ok((i, p));
+                    break;
+                }
+                Err(e) => {
+                    if i == 0 {
+                        opened = Err(Some(e));
+                    }
+                }
+            }
+        }
+        let plaintext = match opened {
+            Ok((i, p)) => {
+                self.keys.opened_with(&owner, i);
+                p
+            }
             Err(e) => {
+                let e = e.map_or_else(|| "no key".to_owned(), |e| e.to_string());
                 out.refuse(
                     &topic,
                     received_ms,

@@ -33,6 +33,7 @@ pub(crate) fn migrations() -> Vec<Migration> {
     let areas: &[&[Migration]] = &[
         // One line per area, e.g. `super::accounts::MIGRATIONS,`.
         super::accounts::MIGRATIONS,
+        super::keys::MIGRATIONS,
     ];
     let mut all: Vec<Migration> = areas.iter().flat_map(|a| a.iter().copied()).collect();
     all.sort_by_key(|m| m.version);
@@ -60,6 +61,14 @@ impl Database {
 
     /// Users, sessions, API tokens, login attempts and the audit log (`store/accounts.rs`).
     pub fn accounts(&self) -> &dyn super::accounts::AccountStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p.as_ref(),
+        }
+    }
+
+    /// Meter sealing keys (encrypted), certificates and revocations (`store/keys.rs`).
+    pub fn keys(&self) -> &dyn super::keys::KeysStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p.as_ref(),

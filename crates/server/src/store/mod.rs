@@ -11,6 +11,7 @@ use crate::Error;
 
 pub(crate) mod accounts;
 pub(crate) mod extensions;
+pub(crate) mod keys;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 #[cfg(test)]
