@@ -105,6 +105,7 @@ pub(crate) fn event_class_parse(s: &str) -> schema::EventClass {
 }
 
 pub mod auth;
+pub mod alarms;
 pub mod broker;
 pub mod http;
 pub mod keystore;

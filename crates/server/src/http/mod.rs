@@ -109,6 +109,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::alarms::routes())
         .merge(crate::auth::routes());
     // Every route above passes the auth guard: credentials resolved once, CSRF and token
     // scopes enforced, refusals counted, security headers set. Merge new routes above.

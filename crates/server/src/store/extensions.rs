@@ -32,6 +32,7 @@ pub(crate) struct Migration {
 pub(crate) fn migrations() -> Vec<Migration> {
     let areas: &[&[Migration]] = &[
         // One line per area, e.g. `super::accounts::MIGRATIONS,`.
+        super::alarms::MIGRATIONS,
         super::accounts::MIGRATIONS,
         super::keys::MIGRATIONS,
     ];
@@ -69,6 +70,14 @@ impl Database {
 
     /// Meter sealing keys (encrypted), certificates and revocations (`store/keys.rs`).
     pub fn keys(&self) -> &dyn super::keys::KeysStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p.as_ref(),
+        }
+    }
+
+    /// Alarms, cases and the alarm jobs' state (`store/alarms.rs`).
+    pub fn alarms(&self) -> &dyn super::alarms::AlarmStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p.as_ref(),

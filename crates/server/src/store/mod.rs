@@ -10,6 +10,7 @@ use schema::{Action, EnergyCounters, MeterId, Phase, PhaseReading, Reading, Reco
 use crate::Error;
 
 pub(crate) mod accounts;
+pub(crate) mod alarms;
 pub(crate) mod extensions;
 pub(crate) mod keys;
 pub(crate) mod postgres;

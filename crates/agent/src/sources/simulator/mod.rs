@@ -29,13 +29,14 @@ use tokio::time::Instant;
 use super::{Error, NextOutput, Source, SourceOutput};
 
 /// Scenarios bundled with the agent, by name: the seed cases the demo fleet is made of.
-pub const BUNDLED: [(&str, &str); 6] = [
+pub const BUNDLED: [(&str, &str); 7] = [
     ("resistive", include_str!("scenarios/resistive.toml")),
     ("pump", include_str!("scenarios/pump.toml")),
     ("pv_house", include_str!("scenarios/pv_house.toml")),
     ("harmonic", include_str!("scenarios/harmonic.toml")),
     ("bypass_theft", include_str!("scenarios/bypass_theft.toml")),
     ("tampered", include_str!("scenarios/tampered.toml")),
+    ("slow_theft", include_str!("scenarios/slow_theft.toml")),
 ];
 
 impl Scenario {

@@ -1,0 +1,309 @@
+//! Settings of the alarm jobs (the `[alarms]` table of the server config). Every field has a
+//! default, so an empty table runs all jobs with production values; `wattline demo` shortens
+//! the intervals (see [`AlarmConfig::demo`]).
+//!
+//! ```toml
+//! [alarms]
+//! every_s = 60                  # how often the jobs run
+//! offline_after_intervals = 5   # silent this many reporting intervals ⇒ offline alarm
+//! event_lookback_s = 21600      # events re-read behind the cursor (late deliveries)
+//!
+//! [alarms.balance]
+//! bucket_s = 900                # energy-balance interval (15 min; the demo uses 10 s)
+//! window_buckets = 96           # intervals evaluated per run (CUSUM context)
+//! calibration_buckets = 96      # first intervals of an observer used as its honest period
+//! flat_percent = 2.0            # optional: the seed's flat rule instead of the loss model
+//! class = "1"                   # meters' accuracy class: "2", "1", "0.5S", "0.2S" or a percent
+//! basic_current_a = 5.0
+//! resolution_wh = 0.1
+//! nominal_voltage_v = 230.0
+//! power_factor = 0.95
+//! service = { length_m = 30.0, cross_section_mm2 = 16.0, material = "copper" }
+//!
+//! [alarms.balance.observers.pole-7]   # per observer meter (its id)
+//! three_phase = true
+//! feeder = [{ length_m = 250.0, cross_section_mm2 = 95.0, material = "aluminium", uniform = true }]
+//! transformer = { rated_kva = 250.0, no_load_loss_w = 425.0, load_loss_w = 3250.0 }
+//!
+//! [alarms.pattern]
+//! every_s = 86400
+//! days = 400
+//! alarm_score = 0.9
+//! ```
+
+use std::collections::BTreeMap;
+
+use analytics::balance::{
+    AccuracyClass, BalanceConfig, BalanceMode, Conductor, LineSegment, LoadDistribution, Material,
+    Transformer,
+};
+use serde::Deserialize;
+
+/// All alarm jobs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmConfig {
+    /// Seconds between runs of the jobs.
+    pub every_s: u64,
+    /// A meter silent for this many of its reporting intervals gets an `offline` alarm.
+    pub offline_after_intervals: u32,
+    /// Events and readings up to this far behind the last processed time are read again, so
+    /// late deliveries (a meter's outbox after an outage) and the tamper rules' debounce
+    /// context are not lost. Re-reading never duplicates an alarm.
+    pub event_lookback_s: i64,
+    /// At most this many readings per meter and run feed the tamper rules.
+    pub max_readings_per_run: u32,
+    /// Energy balance.
+    pub balance: BalanceSettings,
+    /// Consumption-pattern scoring.
+    pub pattern: PatternSettings,
+}
+
+impl Default for AlarmConfig {
+    fn default() -> Self {
+        Self {
+            every_s: 60,
+            offline_after_intervals: 5,
+            event_lookback_s: 6 * 3600,
+            max_readings_per_run: 20_000,
+            balance: BalanceSettings::default(),
+            pattern: PatternSettings::default(),
+        }
+    }
+}
+
+impl AlarmConfig {
+    /// Short intervals for `wattline demo`, whose meters report every few seconds: theft and
+    /// tamper cases appear within minutes.
+    pub fn demo() -> Self {
+        Self {
+            every_s: 10,
+            event_lookback_s: 1800,
+            balance: BalanceSettings {
+                bucket_s: 10,
+                window_buckets: 60,
+                calibration_buckets: 48,
+                ..BalanceSettings::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// A line segment in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// Route length, metres (one way).
+    pub length_m: f64,
+    /// Phase conductor cross-section, mm².
+    pub cross_section_mm2: f64,
+    /// Neutral cross-section, mm² (default: the phase's).
+    #[serde(default)]
+    pub neutral_mm2: Option<f64>,
+    /// `copper` or `aluminium`.
+    #[serde(default = "copper")]
+    pub material: MaterialName,
+    /// Loads tapped evenly along the segment (a street feeder) rather than at its end.
+    #[serde(default)]
+    pub uniform: bool,
+}
+
+fn copper() -> MaterialName {
+    MaterialName::Copper
+}
+
+/// Conductor material names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaterialName {
+    /// Annealed copper.
+    Copper,
+    /// Aluminium.
+    Aluminium,
+}
+
+impl LineConfig {
+    pub(crate) fn segment(&self) -> LineSegment {
+        let material = match self.material {
+            MaterialName::Copper => Material::Copper,
+            MaterialName::Aluminium => Material::Aluminium,
+        };
+        LineSegment {
+            length_m: self.length_m,
+            phase: Conductor {
+                material,
+                cross_section_mm2: self.cross_section_mm2,
+            },
+            neutral: Conductor {
+                material,
+                cross_section_mm2: self.neutral_mm2.unwrap_or(self.cross_section_mm2),
+            },
+            distribution: if self.uniform {
+                LoadDistribution::Uniform
+            } else {
+                LoadDistribution::Lumped
+            },
+        }
+    }
+}
+
+/// A transformer between an observer and its children.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Rating, kVA.
+    pub rated_kva: f64,
+    /// Iron loss, W.
+    pub no_load_loss_w: f64,
+    /// Copper loss at rated load, W.
+    pub load_loss_w: f64,
+}
+
+/// Per-observer network description.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserverConfig {
+    /// A three-phase feeder meter (children spread over the phases) rather than a
+    /// single-phase line sensor before one house (seed 003).
+    pub three_phase: bool,
+    /// Shared segments between the observer and the service lines.
+    pub feeder: Vec<LineConfig>,
+    /// The service line of each child (default: [`BalanceSettings::service`]).
+    pub service: Option<LineConfig>,
+    /// A transformer downstream of the observer.
+    pub transformer: Option<TransformerConfig>,
+}
+
+/// Energy balance per observer meter (a meter that is some meters' `parent`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceSettings {
+    /// Whether the job runs.
+    pub enabled: bool,
+    /// Balance interval, seconds (900 = 15 min; short in the demo).
+    pub bucket_s: i64,
+    /// Intervals evaluated per run, ending at the last complete one (CUSUM and day context).
+    pub window_buckets: usize,
+    /// The first this many complete intervals of an observer are its calibration period; it is
+    /// used only when the uncalibrated model finds nothing in it (a house stealing from the
+    /// start is never "calibrated honest"). At least 48.
+    pub calibration_buckets: usize,
+    /// The seed's flat rule, percent, instead of the loss model (for comparison).
+    pub flat_percent: Option<f64>,
+    /// Accuracy class of the meters: `2`, `1`, `0.5S`, `0.2S`, or a flat percent like `1.5%`.
+    pub class: String,
+    /// Basic current Ib of the meters, A.
+    pub basic_current_a: f64,
+    /// Register resolution, Wh.
+    pub resolution_wh: f64,
+    /// Phase-to-neutral voltage, V.
+    pub nominal_voltage_v: f64,
+    /// Assumed load power factor.
+    pub power_factor: f64,
+    /// Conductor temperature, °C.
+    pub conductor_temp_c: f64,
+    /// Default service line of a child meter.
+    pub service: LineConfig,
+    /// Per observer (by meter id).
+    pub observers: BTreeMap<String, ObserverConfig>,
+}
+
+impl Default for BalanceSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bucket_s: 900,
+            window_buckets: 96,
+            calibration_buckets: 96,
+            flat_percent: None,
+            class: "1".into(),
+            basic_current_a: 5.0,
+            resolution_wh: 0.1,
+            nominal_voltage_v: 230.0,
+            power_factor: 0.95,
+            conductor_temp_c: 25.0,
+            service: LineConfig {
+                length_m: 30.0,
+                cross_section_mm2: 16.0,
+                neutral_mm2: None,
+                material: MaterialName::Copper,
+                uniform: false,
+            },
+            observers: BTreeMap::new(),
+        }
+    }
+}
+
+impl BalanceSettings {
+    /// The accuracy class, or a sentence saying what is wrong with it.
+    pub(crate) fn accuracy_class(&self) -> Result<AccuracyClass, String> {
+        let c = self.class.trim();
+        Ok(match c {
+            "2" => AccuracyClass::Class2,
+            "1" => AccuracyClass::Class1,
+            "0.5S" | "0.5s" => AccuracyClass::Class05S,
+            "0.2S" | "0.2s" => AccuracyClass::Class02S,
+            other => match other
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+            {
+                Some(p) if p > 0.0 && p < 50.0 => AccuracyClass::Percent(p),
+                _ => {
+                    return Err(format!(
+                        "alarms.balance.class {other:?} is not one of 2, 1, 0.5S, 0.2S or a percent like 1.5%"
+                    ));
+                }
+            },
+        })
+    }
+
+    pub(crate) fn analytics_config(&self, day_offset_s: i64) -> BalanceConfig {
+        BalanceConfig {
+            mode: match self.flat_percent {
+                Some(p) => BalanceMode::FlatPercent(p),
+                None => BalanceMode::LossModel,
+            },
+            conductor_temp_c: self.conductor_temp_c,
+            day_offset_s,
+            ..BalanceConfig::default()
+        }
+    }
+
+    pub(crate) fn transformer(t: &TransformerConfig) -> Transformer {
+        Transformer {
+            rated_kva: t.rated_kva,
+            no_load_loss_w: t.no_load_loss_w,
+            load_loss_w: t.load_loss_w,
+        }
+    }
+}
+
+/// Consumption-pattern scoring over daily rollups.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatternSettings {
+    /// Whether the job runs.
+    pub enabled: bool,
+    /// Seconds between scorings (daily data changes once a day).
+    pub every_s: i64,
+    /// Days of history scored.
+    pub days: i64,
+    /// A score at or above this raises a `theft_pattern` alarm.
+    pub alarm_score: f64,
+    /// The supervised model is trained from case labels once there are this many of each
+    /// class; below that the unsupervised score is used.
+    pub min_labels_per_class: usize,
+}
+
+impl Default for PatternSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            every_s: 86_400,
+            days: 400,
+            alarm_score: 0.9,
+            min_labels_per_class: 10,
+        }
+    }
+}
