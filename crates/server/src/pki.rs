@@ -241,7 +241,6 @@ mod tests {
         )
         .build()
         .unwrap();
-        use rustls::server::danger::ClientCertVerifier;
         let leaf = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
         verifier
             .verify_client_cert(&leaf, &[], rustls::pki_types::UnixTime::now())

@@ -706,7 +706,7 @@ mod tests {
         .await
         .unwrap();
         assert!(cli.revoke_meter(&m, "  ").await.is_err(), "reason required");
-        let mut watch = server.revocations().subscribe();
+        let watch = server.revocations().subscribe();
         cli.revoke_meter(&m, "stolen from the site").await.unwrap();
         assert!(cli.revocations().serial_revoked("7f01"));
         assert!(server.refused(&m).is_none(), "not before the refresh");
