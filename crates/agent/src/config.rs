@@ -31,6 +31,7 @@ use schema::MeterId;
 use serde::{Deserialize, Serialize};
 
 use crate::control::{ControlMode, LimiterConfig};
+use crate::cosem::CosemConfig;
 use crate::events::TamperConfig;
 use crate::outbox::OutboxConfig;
 use crate::pipeline::PipelineConfig;
@@ -62,6 +63,9 @@ pub struct AgentConfig {
     /// Tamper and fault rules.
     #[serde(default = "default_events")]
     pub events: TamperConfig,
+    /// The meter's DLMS/COSEM server (TCP wrapper); absent means none.
+    #[serde(default)]
+    pub cosem: Option<CosemConfig>,
 }
 
 /// The `[relay]` section.
@@ -128,6 +132,9 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.pipeline.validate()?;
         self.uplink.validate()?;
+        if let Some(cosem) = &self.cosem {
+            cosem.validate()?;
+        }
         if self.outbox.max_bytes < 4 * self.outbox.segment_bytes.max(1024) {
             return Err(
                 "outbox.max_bytes must be at least 4 segments (and segments >= 1 KiB)".into(),

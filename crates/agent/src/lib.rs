@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod control;
+pub mod cosem;
 pub mod events;
 pub mod outbox;
 pub mod pipeline;

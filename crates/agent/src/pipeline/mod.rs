@@ -29,6 +29,7 @@ use crate::config::AgentConfig;
 use crate::control::{
     ControlEvent, ControlState, DisconnectControl, LimiterConfig, RelayController, Trigger,
 };
+use crate::cosem::{CosemRequest, CosemShared};
 use crate::events::{
     ElectricalSnapshot, EventKind, EventLog, EventLogConfig, MeterEvent, PhaseSnapshot,
     TamperDetector,
@@ -100,6 +101,8 @@ struct Meter {
     source_errors: u64,
     blocked_logged: bool,
     dropped_logged: u64,
+    /// Live state read by the COSEM server, when one is configured.
+    cosem: Option<Arc<CosemShared>>,
 }
 
 /// Runs the agent for `config` with `source` until `shutdown` turns true.
@@ -118,6 +121,34 @@ pub async fn run(
     let key = MeterKey::from_hex(&key_text)
         .map_err(|e| Error::new(format!("{}: {e}", config.uplink.meter_key_file.display())))?;
     let (mut meter, start_events) = Meter::open(config, &options)?;
+    // The COSEM server's requests (relay, limiter); the sender lives until the end of `run`
+    // even without a COSEM server, so the receiving branch simply never fires.
+    let (cosem_tx, cosem_rx) = mpsc::channel(8);
+    if let Some(cosem_config) = meter.config.cosem.clone() {
+        let past = meter
+            .event_log
+            .read_from(0)
+            .map_err(|e| Error::new(format!("event log: {e}")))?;
+        let past: Vec<_> = past.into_iter().map(|l| l.event).collect();
+        let shared = crate::cosem::open_shared(
+            &cosem_config,
+            &meter.config.data_dir,
+            &meter.config.meter.to_string(),
+            &past,
+        )
+        .map_err(Error::new)?;
+        meter.cosem = Some(shared.clone());
+        meter.publish_cosem();
+        crate::cosem::start(
+            &cosem_config,
+            &meter.config.data_dir,
+            shared,
+            cosem_tx.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(Error::new)?;
+    }
     let (commands_tx, commands_rx) = mpsc::channel(32);
     let uplink = Uplink::new(
         meter.config.uplink.clone(),
@@ -132,7 +163,10 @@ pub async fn run(
     )
     .map_err(|e| Error::new(format!("uplink: {e}")))?;
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
-    let result = meter.run(source, commands_rx, start_events, shutdown).await;
+    let result = meter
+        .run(source, commands_rx, cosem_rx, start_events, shutdown)
+        .await;
+    drop(cosem_tx);
     // The uplink sees the same shutdown signal and closes the session cleanly.
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink_task).await;
     meter.write_status();
@@ -241,6 +275,7 @@ impl Meter {
             source_errors: 0,
             blocked_logged: false,
             dropped_logged: 0,
+            cosem: None,
             config,
         };
         let mut boot = event(
@@ -262,6 +297,7 @@ impl Meter {
         &mut self,
         mut source: Box<dyn Source>,
         mut commands: mpsc::Receiver<CommandDelivery>,
+        mut cosem_requests: mpsc::Receiver<CosemRequest>,
         start_events: Vec<Event>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), Error> {
@@ -297,6 +333,7 @@ impl Meter {
                     }
                 },
                 Some(delivery) = commands.recv() => self.on_commands(delivery, &mut shutdown).await?,
+                Some(request) = cosem_requests.recv() => self.on_cosem(request, &mut shutdown).await?,
                 _ = persist.tick() => self.persist()?,
                 _ = heartbeat.tick() => {
                     let depth = lock(&self.outbox).stats().depth_records;
@@ -375,6 +412,9 @@ impl Meter {
                     .map_err(|e| Error::new(format!("metrology: {e}")))?;
                 self.energy = *analyzer.energy();
                 for w in windows {
+                    if let Some(c) = &self.cosem {
+                        c.lock_live().set_window(&w);
+                    }
                     self.interval.add_window(&w);
                     let snapshot = ElectricalSnapshot {
                         phases: w
@@ -401,6 +441,9 @@ impl Meter {
                 // Device readings carry no reactive power sign: integrate active energy only.
                 self.energy.add(p_total, 0.0, dt);
                 self.interval.add_measurement(&m, dt);
+                if let Some(c) = &self.cosem {
+                    c.lock_live().set_measured(&m);
+                }
                 let snapshot = ElectricalSnapshot {
                     phases: m
                         .phases
@@ -454,6 +497,7 @@ impl Meter {
             .controller
             .observe_power(now_ms, self.now_ms() / 1000, p_total_w);
         self.on_control(out.events, shutdown).await?;
+        self.publish_cosem();
         if self.interval.duration_s() + 1e-9 >= f64::from(self.interval_s) {
             let counters = self.counters();
             if let Some(reading) = self.interval.take(counters) {
@@ -473,6 +517,7 @@ impl Meter {
             return Ok(());
         }
         save_relay_state(&self.config.data_dir, self.controller.disconnect().state());
+        self.publish_cosem();
         let at = self.now_ms();
         let events = events
             .into_iter()
@@ -492,6 +537,9 @@ impl Meter {
         for e in events {
             if let Err(err) = self.event_log.append(&e) {
                 tracing::error!(error = %err, "event log append failed");
+            }
+            if let Some(c) = &self.cosem {
+                c.lock_events().push(&e);
             }
             tracing::info!(event = %e, "meter event");
             self.emit(Body::Event(to_wire_event(&e)), shutdown).await?;
@@ -604,7 +652,67 @@ impl Meter {
                 )))
             }
         };
+        self.publish_cosem();
         Ok(result)
+    }
+
+    /// Copies what the COSEM objects show (registers, relay, limiter, clock) into the shared
+    /// state; the instantaneous values are copied per window in `on_output`.
+    fn publish_cosem(&self) {
+        let Some(c) = &self.cosem else { return };
+        let counters = self.counters();
+        let mut live = c.lock_live();
+        live.counters = counters;
+        live.relay = Some(self.controller.disconnect().state());
+        live.control_mode = u8::from(self.controller.disconnect().mode());
+        live.limiter = self.controller.limiter().map(|l| l.config().clone());
+        live.clock_offset_ms = self.clock_offset_ms;
+    }
+
+    /// A relay or limiter change asked over DLMS/COSEM: the same state machine and events as
+    /// a `down` command, plus an event naming the DLMS client; the answer goes back to the
+    /// COSEM connection.
+    async fn on_cosem(
+        &mut self,
+        request: CosemRequest,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Error> {
+        match request {
+            CosemRequest::Relay {
+                trigger,
+                client_sap,
+                reply,
+            } => match self.controller.trigger(self.mono_ms(), trigger) {
+                Ok(out) => {
+                    self.on_control(out.events, shutdown).await?;
+                    let state = self.controller.disconnect().state();
+                    let detail =
+                        format!("{trigger:?} by DLMS client SAP {client_sap}: relay {state}");
+                    let e = event(EventClass::Relay, "cosem_action", None, Some(detail));
+                    self.emit(Body::Event(e), shutdown).await?;
+                    let _ = reply.send(Ok(()));
+                }
+                Err(refusal) => {
+                    let _ = reply.send(Err(refusal.to_string()));
+                }
+            },
+            CosemRequest::Limiter {
+                config,
+                client_sap,
+                reply,
+            } => {
+                let detail = format!(
+                    "limiter set by DLMS client SAP {client_sap}: {} W",
+                    config.threshold_normal_w
+                );
+                self.controller.set_limiter_config(config);
+                self.publish_cosem();
+                let e = event(EventClass::Limiter, "cosem_limiter_set", None, Some(detail));
+                self.emit(Body::Event(e), shutdown).await?;
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Ok(())
     }
 
     /// Gives `body` the next `seq`, saves the registers, then queues the record.
