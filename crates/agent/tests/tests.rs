@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cosem;
 mod lossless;
 mod perf;
 mod pzem;
