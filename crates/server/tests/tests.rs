@@ -1,9 +1,8 @@
 //! Integration tests of the `server` crate: the ingest pipeline against a real SQLite (and
 //! PostgreSQL when reachable) store, and crash safety with a real `kill -9`.
 
-mod alarms;
+mod attacks_http;
 mod common;
 mod crash;
-mod attacks_mqtt;
 mod ingest;
 mod mqtt;

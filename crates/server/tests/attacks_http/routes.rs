@@ -1,0 +1,212 @@
+//! Route tables the attacks run over. Placeholders: `{meter}` (a meter id), `{customer}` (a
+//! customer id), `{bill}`, `{id}` (a numeric id). Add a row when an area adds a route: the
+//! OpenAPI coverage test fails until every GET route with an id is listed here.
+
+/// GET routes that show one meter's or one customer's data (IDOR targets). `{meter}` and
+/// `{customer}` are filled with the victim's ids.
+pub const OWNED_GET: &[&str] = &[
+    "/api/v1/meters/{meter}",
+    "/api/v1/meters/{meter}/readings",
+    "/api/v1/meters/{meter}/readings?from_ms=0&to_ms=9999999999999",
+    "/api/v1/meters/{meter}/latest",
+    "/api/v1/meters/{meter}/series",
+    "/api/v1/meters/{meter}/rollups",
+    "/api/v1/meters/{meter}/events",
+    "/api/v1/meters/{meter}/gaps",
+    "/api/v1/meters/{meter}/commands",
+    "/api/v1/meters/{meter}/live",
+    "/api/v1/meters/{meter}/alarms",
+    "/api/v1/meters/{meter}/bills",
+    "/api/v1/meters/{meter}/export.csv",
+    "/api/v1/live?meter={meter}",
+    "/api/v1/customers/{customer}",
+    "/api/v1/customers/{customer}/meters",
+    "/api/v1/customers/{customer}/bills",
+    "/api/v1/customers/{customer}/payments",
+    "/api/v1/customers/{customer}/balance",
+    "/api/v1/customers/{customer}/reports/consumption.csv",
+    "/api/v1/bills?customer={customer}",
+    "/api/v1/reports/consumption.csv?customer={customer}",
+    "/api/v1/reports/consumption.csv?meter={meter}",
+];
+
+/// GET routes that need a session or token at all (unauthenticated access must be 401).
+pub const PROTECTED_GET: &[&str] = &[
+    "/api/v1/auth/me",
+    "/api/v1/users",
+    "/api/v1/tokens",
+    "/api/v1/audit",
+    "/api/v1/audit.csv",
+    "/api/v1/meters",
+    "/api/v1/customers",
+    "/api/v1/live",
+    "/api/v1/events",
+    "/api/v1/alarms",
+    "/api/v1/cases",
+    "/api/v1/bills",
+    "/api/v1/quarantine",
+    "/api/v1/fleet",
+];
+
+/// Unsafe routes that issue relay or limiter commands (operator only). Bodies are what the
+/// command API accepts today; a customer must be refused whatever the body.
+pub const COMMAND_POST: &[(&str, &str)] = &[
+    (
+        "/api/v1/meters/{meter}/commands",
+        r#"{"action":{"relay":"open"},"reason":"attack"}"#,
+    ),
+    (
+        "/api/v1/meters/{meter}/commands",
+        r#"{"action":"relay_open","reason":"attack"}"#,
+    ),
+    (
+        "/api/v1/meters/{meter}/relay",
+        r#"{"state":"open","reason":"attack"}"#,
+    ),
+    (
+        "/api/v1/meters/{meter}/limiter",
+        r#"{"limit_w":100,"reason":"attack"}"#,
+    ),
+];
+
+/// Routes that hand out files, with `{name}` where a path-traversal string goes.
+pub const DOWNLOADS: &[&str] = &[
+    "/api/v1/bills/{name}/statement.pdf",
+    "/api/v1/bills/{name}/statement.csv",
+    "/api/v1/bills/{name}",
+    "/api/v1/reports/{name}",
+    "/api/v1/meters/{name}/export.csv",
+    "/static/{name}",
+    "/assets/{name}",
+    "/{name}",
+];
+
+/// Query parameters each GET route takes (SQL-injection targets); `{meter}` is the caller's
+/// own meter, so the query reaches the database.
+pub const QUERY_ROUTES: &[(&str, &[&str])] = &[
+    (
+        "/api/v1/audit",
+        &[
+            "actor",
+            "action",
+            "target",
+            "outcome",
+            "since_ms",
+            "until_ms",
+            "before_id",
+            "limit",
+        ],
+    ),
+    (
+        "/api/v1/audit.csv",
+        &[
+            "actor", "action", "target", "outcome", "since_ms", "until_ms", "limit",
+        ],
+    ),
+    ("/api/v1/tokens", &["all"]),
+    (
+        "/api/v1/meters",
+        &["customer", "site", "status", "q", "limit"],
+    ),
+    (
+        "/api/v1/meters/{meter}/readings",
+        &["from_ms", "to_ms", "resolution", "limit", "phase"],
+    ),
+    (
+        "/api/v1/meters/{meter}/events",
+        &["from_ms", "to_ms", "class", "limit"],
+    ),
+    (
+        "/api/v1/meters/{meter}/rollups",
+        &["from_ms", "to_ms", "resolution"],
+    ),
+    ("/api/v1/meters/{meter}/commands", &["status"]),
+    ("/api/v1/alarms", &["meter", "status", "kind", "limit"]),
+    (
+        "/api/v1/bills",
+        &["customer", "meter", "state", "from", "to"],
+    ),
+    ("/api/v1/quarantine", &["meter", "limit"]),
+];
+
+/// Strings that break naive SQL (and a few other parsers).
+pub const INJECTIONS: &[&str] = &[
+    "' OR '1'='1",
+    "'; DROP TABLE users; --",
+    "\" OR 1=1 --",
+    "1; DELETE FROM audit_log",
+    "1 UNION SELECT password_hash FROM users",
+    "alice'--",
+    "%27%20OR%201%3D1",
+    "\\'; SELECT pg_sleep(5); --",
+    "0x27",
+    "NULL",
+    "-1",
+    "99999999999999999999999",
+    "../../../../etc/passwd",
+    "\u{0}",
+];
+
+/// Path-traversal names.
+pub const TRAVERSALS: &[&str] = &[
+    "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "....%2F%2F....%2F%2Fetc%2Fpasswd",
+    "..%5C..%5C..%5Cwindows%5Cwin.ini",
+    "%252e%252e%252fetc%252fpasswd",
+    "wattline.sqlite3",
+    "..%2Fwattline.sqlite3",
+    "master.key",
+];
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Fills the placeholders.
+pub fn fill(template: &str, meter: &str, customer: &str) -> String {
+    template
+        .replace("{meter}", meter)
+        .replace("{customer}", customer)
+        .replace("{bill}", "1")
+        .replace("{id}", "1")
+}
+
+/// Whether a concrete OpenAPI path template (`/api/v1/meters/{id}/readings`) is covered by a
+/// table row (placeholder names may differ).
+pub fn covers(openapi_path: &str) -> bool {
+    let shape = |p: &str| -> Vec<String> {
+        p.split('?')
+            .next()
+            .unwrap_or("")
+            .split('/')
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "{}".to_owned()
+                } else {
+                    seg.to_owned()
+                }
+            })
+            .collect()
+    };
+    let want = shape(openapi_path);
+    OWNED_GET
+        .iter()
+        .chain(PROTECTED_GET)
+        .chain(DOWNLOADS)
+        .chain(QUERY_ROUTES.iter().map(|(p, _)| p))
+        .any(|t| {
+            let t = t.replace("{name}", "{x}");
+            shape(&t) == want
+        })
+}
