@@ -65,10 +65,11 @@ pub use store::accounts::{
     UserChange,
 };
 pub use store::{
-    AuditEntry, BatchOutcome, BatchWrite, CommandStatus, CounterPoint, Customer, Database, DirtyRange, Gap,
-    MAX_POINTS, Meter, MeterStatus, Neighbours, NewCommand, NewQuarantine, PgConfig, PgStore,
-    QuarantineEntry, Resolution, RetentionReport, Rollup, RollupInputs, Series, SqliteStore, Store,
-    StoredCommand, StoredEvent, StoredReading, WriteOutcome, WriteSet, readings_auto,
+    AuditEntry, BatchOutcome, BatchWrite, CommandStatus, CounterPoint, Customer, Database,
+    DirtyRange, Gap, MAX_POINTS, Meter, MeterStatus, Neighbours, NewCommand, NewQuarantine,
+    PgConfig, PgStore, QuarantineEntry, Resolution, RetentionReport, Rollup, RollupInputs, Series,
+    SqliteStore, Store, StoredCommand, StoredEvent, StoredReading, WriteOutcome, WriteSet,
+    readings_auto,
 };
 
 /// The server's clock, Unix ms UTC. The one place that reads the wall clock.
@@ -104,10 +105,17 @@ pub(crate) fn event_class_parse(s: &str) -> schema::EventClass {
     }
 }
 
-pub mod auth;
 pub mod alarms;
+pub mod api;
+pub mod auth;
+pub mod billing;
 pub mod broker;
+pub mod commands;
 pub mod http;
 pub mod keystore;
+pub mod notify;
 pub mod pki;
+pub mod reports;
+pub mod runtime;
 pub mod source;
+pub mod web;

@@ -28,6 +28,13 @@ enum Command {
     /// energy, per IEC 61000-4-30 window.
     #[command(after_help = cmd::analyze::EXAMPLES)]
     Analyze(cmd::analyze::Args),
+    /// Tariffs, tariff assignments, bill runs, re-rating, payments and bill statements (PDF/CSV).
+    #[command(after_help = cmd::bill::EXAMPLES)]
+    Bill(cmd::bill::Args),
+    /// The whole system in one process: server, web, broker and a simulated meter fleet over
+    /// real MQTT/TLS (first run creates everything in --data-dir; later runs resume).
+    #[command(after_help = cmd::demo::EXAMPLES)]
+    Demo(cmd::demo::Args),
     /// Read a DLMS/COSEM meter over TCP (wrapper or HDLC): clock, registers with units,
     /// load profiles and the object list.
     #[command(after_help = cmd::dlms::EXAMPLES)]
@@ -42,10 +49,28 @@ enum Command {
         after_help = "Example:\n  wattline make-testdata --out testdata"
     )]
     MakeTestdata(cmd::make_testdata::Args),
+    /// Meters: enrol (client certificate, sealing key, agent config bundle), rotate the sealing
+    /// key, renew the certificate, revoke, show.
+    #[command(after_help = cmd::meter::EXAMPLES)]
+    Meter(cmd::meter::Args),
+    /// The certificate authority: create the CA, broker/server and HTTPS certificates and the
+    /// server master key in a data directory.
+    #[command(after_help = cmd::pki::EXAMPLES)]
+    Pki(cmd::pki::Args),
+    /// Consumption, solar import/export and power-quality reports (CSV/PDF), and the monthly run.
+    #[command(after_help = cmd::report::EXAMPLES)]
+    Report(cmd::report::Args),
+    /// Run the server (store, MQTT broker or external broker, ingest, web/API, jobs) from a
+    /// TOML configuration file until SIGINT/SIGTERM.
+    #[command(after_help = cmd::server::EXAMPLES)]
+    Server(cmd::server::Args),
     /// Score consumption histories for electricity theft, or train the scoring model from
     /// inspection results.
     #[command(after_help = cmd::theft::EXAMPLES)]
     Theft(cmd::theft::Args),
+    /// Web and API accounts: add users (admin, operator, customer), passwords, roles, API tokens.
+    #[command(after_help = cmd::user::EXAMPLES)]
+    User(cmd::user::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,10 +79,17 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Bill(args) => cmd::bill::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Dlms(args) => cmd::dlms::run(args),
         Command::Loadgen(args) => cmd::loadgen::run(args),
         Command::MakeTestdata(args) => cmd::make_testdata::run(args),
+        Command::Meter(args) => cmd::meter::run(args),
+        Command::Pki(args) => cmd::pki::run(args),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Server(args) => cmd::server::run(args),
         Command::Theft(args) => cmd::theft::run(args),
+        Command::User(args) => cmd::user::run(args),
     };
     cmd::exit_code(outcome)
 }

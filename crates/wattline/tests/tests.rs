@@ -4,5 +4,6 @@
 
 mod analyze;
 mod cli;
+mod demo;
 mod dlms_read;
 mod util;

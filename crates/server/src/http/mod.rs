@@ -65,6 +65,10 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// Set once the server finished starting (migrations run, broker listening): `/readyz`.
     pub ready: Arc<AtomicBool>,
+    /// Wakes the command dispatcher when the API queues a command (`crate::commands`).
+    pub command_wake: Arc<tokio::sync::Notify>,
+    /// Serve `/metrics` without credentials (config `metrics_public`, default false).
+    pub metrics_public: bool,
     /// Session lifetimes, login limits and refusal counters (`crate::auth`).
     pub auth: Arc<crate::auth::AuthContext>,
 }
@@ -81,6 +85,8 @@ impl AppState {
             ingest_stats: Arc::new(IngestStats::default()),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(false)),
+            command_wake: Arc::new(tokio::sync::Notify::new()),
+            metrics_public: false,
             auth: crate::auth::AuthContext::new(crate::auth::AuthPolicy::default()),
         }
     }
@@ -88,6 +94,18 @@ impl AppState {
     /// Replaces the session lifetimes and login limits (fresh counters).
     pub fn with_auth_policy(mut self, policy: crate::auth::AuthPolicy) -> Self {
         self.auth = crate::auth::AuthContext::new(policy);
+        self
+    }
+
+    /// Wakes this command dispatcher when a command is queued through the API.
+    pub fn with_dispatcher(mut self, dispatcher: &crate::commands::Dispatcher) -> Self {
+        self.command_wake = dispatcher.waker();
+        self
+    }
+
+    /// Serves `/metrics` without credentials (for a scraper on a trusted network).
+    pub fn with_metrics_public(mut self, public: bool) -> Self {
+        self.metrics_public = public;
         self
     }
 
@@ -109,8 +127,13 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::auth::routes())
+        .merge(crate::billing::routes())
         .merge(crate::alarms::routes())
-        .merge(crate::auth::routes());
+        .merge(crate::api::routes())
+        .merge(crate::web::routes())
+        // Request counts and latency per route for /metrics (only routes merged above).
+        .layer(axum::middleware::from_fn(crate::api::metrics::track));
     // Every route above passes the auth guard: credentials resolved once, CSRF and token
     // scopes enforced, refusals counted, security headers set. Merge new routes above.
     crate::auth::secure(routes, state)

@@ -343,7 +343,7 @@ impl KeyStore {
                         None => entry.push(v),
                     }
                 }
-                entry.sort_by(|a, b| b.version.cmp(&a.version));
+                entry.sort_by_key(|k| std::cmp::Reverse(k.version));
             }
         }
         let serials: HashSet<String> = self

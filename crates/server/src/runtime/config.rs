@@ -48,10 +48,11 @@ pub struct ServerConfig {
 }
 
 /// The `[store]` section: `backend = "sqlite"` (default) or `backend = "postgres"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
     /// One SQLite file (WAL) in `data_dir`: no service to run.
+    #[default]
     Sqlite,
     /// PostgreSQL (readings partitioned by month; TimescaleDB when installed).
     Postgres {
@@ -75,12 +76,6 @@ pub enum StoreConfig {
         #[serde(default = "default_pool_size")]
         pool_size: usize,
     },
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig::Sqlite
-    }
 }
 
 fn default_pg_host() -> String {

@@ -143,7 +143,6 @@ async fn open_database(config: &ServerConfig) -> Result<Database, StartError> {
                 dbname: dbname.clone(),
                 schema: schema.clone(),
                 pool_size: *pool_size,
-                ..PgConfig::default()
             };
             Database::Postgres(Arc::new(PgStore::connect(&pg).await.map_err(|e| {
                 StartError::new(format!("connecting to PostgreSQL at {host}:{port}: {e}"))

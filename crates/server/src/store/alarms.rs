@@ -499,6 +499,9 @@ pub struct JobLock {
     inner: Option<LockInner>,
 }
 
+// The PostgreSQL variant holds a pooled connection; the lock lives for one job run, so its size
+// does not matter and boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum LockInner {
     /// Held for its drop: the guard unlocks the process-local mutex.
     Local {

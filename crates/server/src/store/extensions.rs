@@ -32,8 +32,9 @@ pub(crate) struct Migration {
 pub(crate) fn migrations() -> Vec<Migration> {
     let areas: &[&[Migration]] = &[
         // One line per area, e.g. `super::accounts::MIGRATIONS,`.
-        super::alarms::MIGRATIONS,
         super::accounts::MIGRATIONS,
+        super::billing::MIGRATIONS,
+        super::alarms::MIGRATIONS,
         super::keys::MIGRATIONS,
     ];
     let mut all: Vec<Migration> = areas.iter().flat_map(|a| a.iter().copied()).collect();
@@ -60,14 +61,6 @@ impl Database {
         }
     }
 
-    /// Users, sessions, API tokens, login attempts and the audit log (`store/accounts.rs`).
-    pub fn accounts(&self) -> &dyn super::accounts::AccountStore {
-        match self {
-            Database::Sqlite(s) => s,
-            Database::Postgres(p) => p.as_ref(),
-        }
-    }
-
     /// Meter sealing keys (encrypted), certificates and revocations (`store/keys.rs`).
     pub fn keys(&self) -> &dyn super::keys::KeysStore {
         match self {
@@ -78,6 +71,22 @@ impl Database {
 
     /// Alarms, cases and the alarm jobs' state (`store/alarms.rs`).
     pub fn alarms(&self) -> &dyn super::alarms::AlarmStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p.as_ref(),
+        }
+    }
+
+    /// Tariffs, bills, payments, prepaid credit and notifications (`store/billing.rs`).
+    pub fn billing(&self) -> &dyn super::billing::BillingStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p.as_ref(),
+        }
+    }
+
+    /// Users, sessions, API tokens, login attempts and the audit log (`store/accounts.rs`).
+    pub fn accounts(&self) -> &dyn super::accounts::AccountStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p.as_ref(),

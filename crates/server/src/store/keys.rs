@@ -169,9 +169,10 @@ mod sqlite_impl {
     use super::*;
     use crate::store::sqlite::db;
 
-    fn key_row(
-        r: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(String, i64, Vec<u8>, i64, Option<i64>)> {
+    /// (meter, version, sealed key, created ms, retired ms).
+    type KeyRow = (String, i64, Vec<u8>, i64, Option<i64>);
+
+    fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     }
 

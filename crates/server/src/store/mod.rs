@@ -11,6 +11,7 @@ use crate::Error;
 
 pub(crate) mod accounts;
 pub(crate) mod alarms;
+pub(crate) mod billing;
 pub(crate) mod extensions;
 pub(crate) mod keys;
 pub(crate) mod postgres;
@@ -18,6 +19,11 @@ pub(crate) mod sqlite;
 #[cfg(test)]
 mod suite;
 
+pub use self::billing::{
+    BillState, BillingStore, MessageStatus, NewMessage, NewPayment, NotificationPref, PaymentMode,
+    PrepaidState, StoredBill, StoredBillLine, StoredMessage, StoredPayment, StoredTariff,
+    TariffAssignment,
+};
 pub use extensions::Database;
 pub use postgres::{PgConfig, PgStore};
 pub use sqlite::SqliteStore;
@@ -499,6 +505,8 @@ pub trait Store: Send + Sync {
     async fn upsert_customer(&self, customer: &Customer) -> Result<(), Error>;
     /// A customer by id.
     async fn customer(&self, id: &str) -> Result<Option<Customer>, Error>;
+    /// All customers, by id.
+    async fn customers(&self) -> Result<Vec<Customer>, Error>;
 
     /// Creates or updates a meter (registration, assignment, deregistration). Ingest-owned
     /// fields (`last_seen_ms`, `clock_drift_ms`) are left as they are.
@@ -599,6 +607,11 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<StoredCommand>, Error>;
     /// The audit log of a command, oldest first.
     async fn command_audit(&self, id: i64) -> Result<Vec<AuditEntry>, Error>;
+    /// A command by id.
+    async fn command(&self, id: i64) -> Result<Option<StoredCommand>, Error>;
+    /// Commands of every meter that are not final (QUEUED, SENT, DELIVERED), oldest first, at
+    /// most `limit` (the command dispatcher's work list).
+    async fn unfinished_commands(&self, limit: u32) -> Result<Vec<StoredCommand>, Error>;
     /// Marks every unfinished command whose expiry is before `now_ms` as EXPIRED.
     async fn expire_commands(&self, now_ms: i64) -> Result<u64, Error>;
 

@@ -634,6 +634,22 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn customers(&self) -> Result<Vec<Customer>, Error> {
+        Ok(self
+            .client()
+            .await?
+            .query("SELECT id, name, time_zone FROM customers ORDER BY id", &[])
+            .await
+            .map_err(db("listing customers"))?
+            .iter()
+            .map(|r| Customer {
+                id: r.get(0),
+                name: r.get(1),
+                time_zone: r.get(2),
+            })
+            .collect())
+    }
+
     async fn customer(&self, id: &str) -> Result<Option<Customer>, Error> {
         Ok(self
             .client()
@@ -1340,6 +1356,26 @@ impl Store for PgStore {
             )
             .await
             .map_err(db("listing commands"))?
+            .iter()
+            .map(command_from_row)
+            .collect()
+    }
+
+    async fn command(&self, id: i64) -> Result<Option<StoredCommand>, Error> {
+        load_command(&self.client().await?, id, false).await
+    }
+
+    async fn unfinished_commands(&self, limit: u32) -> Result<Vec<StoredCommand>, Error> {
+        self.client()
+            .await?
+            .query(
+                &*format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE status IN ('QUEUED', 'SENT', 'DELIVERED') ORDER BY id LIMIT $1"
+                ),
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(db("listing unfinished commands"))?
             .iter()
             .map(command_from_row)
             .collect()

@@ -728,6 +728,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn customers(&self) -> Result<Vec<Customer>, Error> {
+        self.run(false, move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT id, name, time_zone FROM customers ORDER BY id")
+                .map_err(db("listing customers"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Customer {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        time_zone: r.get(2)?,
+                    })
+                })
+                .map_err(db("listing customers"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(db("listing customers"))
+        })
+        .await
+    }
+
     async fn customer(&self, id: &str) -> Result<Option<Customer>, Error> {
         let id = id.to_owned();
         self.run(false, move |c| {
@@ -1240,6 +1260,26 @@ impl Store for SqliteStore {
                 .query_map(params![meter, status.map(|s| s.as_str())], command_from_row)
                 .map_err(db("listing commands"))?;
             rows.map(|r| finish_command(r.map_err(db("listing commands"))?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn command(&self, id: i64) -> Result<Option<StoredCommand>, Error> {
+        self.run(false, move |c| load_command(c, id)).await
+    }
+
+    async fn unfinished_commands(&self, limit: u32) -> Result<Vec<StoredCommand>, Error> {
+        self.run(false, move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE status IN ('QUEUED', 'SENT', 'DELIVERED') ORDER BY id LIMIT ?1"
+                ))
+                .map_err(db("listing unfinished commands"))?;
+            let rows = stmt
+                .query_map(params![i64::from(limit)], command_from_row)
+                .map_err(db("listing unfinished commands"))?;
+            rows.map(|r| finish_command(r.map_err(db("listing unfinished commands"))?))
                 .collect()
         })
         .await

@@ -158,6 +158,7 @@ store_suite!(
     commands_follow_their_life_cycle_with_audit,
     quarantine_lists_newest_first,
     automatic_resolution,
+    customers_listed_and_commands_looked_up,
 );
 
 fn utc(s: &str) -> i64 {
@@ -807,4 +808,62 @@ async fn automatic_resolution(store: &dyn Store) {
         Series::Rollups(Resolution::Day, rows) => assert_eq!(rows.len(), 1),
         other => panic!("two years are daily, got {other:?}"),
     }
+}
+
+/// `customers`, `command` and `unfinished_commands` (API listings and the dispatcher's work list).
+async fn customers_listed_and_commands_looked_up(store: &dyn Store) {
+    assert!(store.customers().await.unwrap().is_empty());
+    for (cid, name) in [("c-2", "Second"), ("c-1", "First")] {
+        store
+            .upsert_customer(&Customer {
+                id: cid.into(),
+                name: name.into(),
+                time_zone: "UTC".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let ids: Vec<String> = store
+        .customers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["c-1", "c-2"]);
+
+    let m = add_meter(store, "cmd-1", "UTC").await;
+    let new = |reason: &str| NewCommand {
+        meter: m.clone(),
+        action: Action::RelayConnect,
+        issued_by: "op".into(),
+        reason: reason.into(),
+        issued_ms: 1_000,
+        expires_ms: 100_000,
+    };
+    let a = store.create_command(&new("a")).await.unwrap();
+    let b = store.create_command(&new("b")).await.unwrap();
+    let c = store.create_command(&new("c")).await.unwrap();
+    assert_eq!(store.command(b.id).await.unwrap(), Some(b.clone()));
+    assert_eq!(store.command(c.id + 1000).await.unwrap(), None);
+    store
+        .set_command_status(a.id, CommandStatus::Sent, "system", "published", 2_000)
+        .await
+        .unwrap();
+    store
+        .set_command_status(b.id, CommandStatus::Succeeded, "meter:cmd-1", "done", 2_000)
+        .await
+        .unwrap();
+    let open: Vec<(i64, CommandStatus)> = store
+        .unfinished_commands(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.status))
+        .collect();
+    assert_eq!(
+        open,
+        [(a.id, CommandStatus::Sent), (c.id, CommandStatus::Queued)]
+    );
+    assert_eq!(store.unfinished_commands(1).await.unwrap().len(), 1);
 }

@@ -328,6 +328,38 @@ fn events_of(batch: &Arc<LiveBatch>) -> Vec<Result<Event, Infallible>> {
         .collect()
 }
 
+/// `GET /web/fleet/live` (operators): every meter's total power as ingest commits readings,
+/// events `reading` with `{"meter","t_ms","p"}`.
+pub(crate) async fn fleet_live(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(crate::http::Role::Operator)?;
+    let rx = state.live.subscribe();
+    let live = stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(batch) => {
+                    let last = batch.records.iter().rev().find_map(|r| match &r.body {
+                        Body::Reading(x) => Some((r.t_ms, x.total.p_w)),
+                        _ => None,
+                    });
+                    if let Some((t_ms, p)) = last {
+                        let data = json!({"meter": batch.meter.as_str(), "t_ms": t_ms, "p": p});
+                        return Some((
+                            Ok(Event::default().event("reading").data(data.to_string())),
+                            rx,
+                        ));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(live).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,36 +421,4 @@ mod tests {
         };
         assert_eq!(r.bounds().unwrap(), (70 * 86_400_000, 100 * 86_400_000));
     }
-}
-
-/// `GET /web/fleet/live` (operators): every meter's total power as ingest commits readings,
-/// events `reading` with `{"meter","t_ms","p"}`.
-pub(crate) async fn fleet_live(
-    caller: Caller,
-    State(state): State<AppState>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    caller.require(crate::http::Role::Operator)?;
-    let rx = state.live.subscribe();
-    let live = stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(batch) => {
-                    let last = batch.records.iter().rev().find_map(|r| match &r.body {
-                        Body::Reading(x) => Some((r.t_ms, x.total.p_w)),
-                        _ => None,
-                    });
-                    if let Some((t_ms, p)) = last {
-                        let data = json!({"meter": batch.meter.as_str(), "t_ms": t_ms, "p": p});
-                        return Some((
-                            Ok(Event::default().event("reading").data(data.to_string())),
-                            rx,
-                        ));
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    Ok(Sse::new(live).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -94,6 +94,8 @@ pub(crate) fn render(t: &impl Template) -> Response {
 }
 
 /// A page handler's caller: signed in, or sent to the sign-in page (coming back here after).
+// The error is the redirect response itself, returned straight from page handlers.
+#[allow(clippy::result_large_err)]
 pub(crate) fn signed_in(caller: Result<Caller, ApiError>, uri: &Uri) -> Result<Caller, Response> {
     caller.map_err(|e| {
         if e.status == StatusCode::UNAUTHORIZED {
@@ -116,11 +118,6 @@ pub(crate) fn form_urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Turns an API error into a page response.
-pub(crate) fn page_error(e: ApiError) -> Response {
-    e.into_response()
 }
 
 /// `GET /`: operators to the fleet, customers to their portal.

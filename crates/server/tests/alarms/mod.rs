@@ -27,7 +27,13 @@ const TOKEN: &str = "alarm-test-token";
 /// The house's own load at reading `k`: a slow daily-like swing with some switching.
 fn house_w(k: u64, phase_shift: u64) -> f64 {
     let x = (k + phase_shift) as f64 / 90.0;
-    1_800.0 + 600.0 * x.sin() + if (k / 37) % 3 == 0 { 400.0 } else { 0.0 }
+    1_800.0
+        + 600.0 * x.sin()
+        + if (k / 37).is_multiple_of(3) {
+            400.0
+        } else {
+            0.0
+        }
 }
 
 /// Deterministic small meter noise in [-1, 1].

@@ -17,11 +17,7 @@ use server::http::{AppState, HttpConfig, app};
 use server::{Database, Ingest, IngestConfig, KeyRing, Meter, SqliteStore};
 use tower::ServiceExt;
 
-#[allow(dead_code)]
-#[path = "../mqtt/support.rs"]
-mod support;
-
-use support::{TempDir, TestPki, client_tls, embedded, mqtt_client};
+use crate::mqtt::support::{TempDir, TestPki, client_tls, embedded, mqtt_client};
 
 const ADMIN: &str = "dispatch-test-admin-token";
 

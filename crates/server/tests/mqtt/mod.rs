@@ -4,4 +4,4 @@
 
 mod broker;
 mod external;
-mod support;
+pub(crate) mod support;

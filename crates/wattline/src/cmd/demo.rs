@@ -417,7 +417,8 @@ async fn run_fleet(args: &Args, dir: &Path, pki: &PkiFiles, handle: &ServerHandl
                 name: (*name).to_owned(),
                 time_zone: "Europe/Berlin".to_owned(),
             })
-            .await?;
+            .await
+            .map_err(|e| anyhow!("creating demo customer {id}: {e}"))?;
     }
     let mqtt = handle
         .mqtt_addr()

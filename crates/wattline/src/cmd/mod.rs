@@ -2,10 +2,17 @@
 
 pub mod agent;
 pub mod analyze;
+pub mod bill;
+pub mod demo;
 pub mod dlms;
 pub mod loadgen;
 pub mod make_testdata;
+pub mod meter;
+pub mod pki;
+pub mod report;
+pub mod server;
 pub mod theft;
+pub mod user;
 
 use std::process::ExitCode;
 

@@ -70,8 +70,11 @@ mod tests {
     use super::*;
 
     fn config(path: &Path) -> ReplayConfig {
-        toml::from_str(&format!("path = {:?}\nrate_hz = 8000.0", path.display().to_string()))
-            .unwrap()
+        toml::from_str(&format!(
+            "path = {:?}\nrate_hz = 8000.0",
+            path.display().to_string()
+        ))
+        .unwrap()
     }
 
     #[test]
