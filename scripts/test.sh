@@ -30,6 +30,11 @@ if ! python3 -c 'import gurux_dlms' >/dev/null 2>&1; then
   step "installing gurux-dlms (DLMS interoperability test peer)"
   python3 -m pip install --quiet --disable-pip-version-check 'gurux-dlms==1.0.203'
 fi
+# A real SMTP server for the notification tests (mail is delivered to it, not to a mock).
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  step "installing aiosmtpd (local SMTP sink for the notification tests)"
+  python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6'
+fi
 
 step "cargo fmt --check"
 cargo fmt --all --check
