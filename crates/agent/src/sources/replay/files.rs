@@ -98,13 +98,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.csv");
         std::fs::write(&path, "v,i\n1,2\nx,3\n").unwrap();
-        let mut rec = RecordingFiles.open(&path, &config(&path)).unwrap();
-        let mut out = Vec::new();
-        let err = loop {
-            match rec.read_frames(&mut out, 1) {
-                Ok(0) => panic!("the bad cell was not reported"),
-                Ok(_) => {}
-                Err(e) => break e.to_string(),
+        // The reader looks ahead while opening, so the bad cell may be reported by `open`.
+        let err = match RecordingFiles.open(&path, &config(&path)) {
+            Err(e) => e.to_string(),
+            Ok(mut rec) => {
+                let mut out = Vec::new();
+                loop {
+                    match rec.read_frames(&mut out, 1) {
+                        Ok(0) => panic!("the bad cell was not reported"),
+                        Ok(_) => {}
+                        Err(e) => break e.to_string(),
+                    }
+                }
             }
         };
         assert!(err.contains("bad.csv") && err.contains("line 3"), "{err}");
