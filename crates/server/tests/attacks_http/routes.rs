@@ -53,11 +53,11 @@ pub const PROTECTED_GET: &[&str] = &[
 pub const COMMAND_POST: &[(&str, &str)] = &[
     (
         "/api/v1/meters/{meter}/commands",
-        r#"{"action":{"relay":"open"},"reason":"attack"}"#,
+        r#"{"kind":"relay_disconnect","reason":"attack"}"#,
     ),
     (
         "/api/v1/meters/{meter}/commands",
-        r#"{"action":"relay_open","reason":"attack"}"#,
+        r#"{"kind":"limiter_set","threshold_w":1,"duration_s":1,"reason":"attack"}"#,
     ),
     (
         "/api/v1/meters/{meter}/relay",
