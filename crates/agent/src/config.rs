@@ -23,6 +23,11 @@
 //!
 //! [relay]
 //! control_mode = 1
+//!
+//! [neighbour]               # routing through neighbouring meters, see `neighbour`
+//! listen = "0.0.0.0:7401"
+//! via = [{ meter = "house-8", addr = "192.168.1.8:7401" }]
+//! after_s = 30
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -33,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::control::{ControlMode, LimiterConfig};
 use crate::cosem::CosemConfig;
 use crate::events::TamperConfig;
+use crate::neighbour::NeighbourConfig;
 use crate::outbox::OutboxConfig;
 use crate::pipeline::PipelineConfig;
 use crate::sources::SourceConfig;
@@ -66,6 +72,10 @@ pub struct AgentConfig {
     /// The meter's DLMS/COSEM server (TCP wrapper); absent means none.
     #[serde(default)]
     pub cosem: Option<CosemConfig>,
+    /// The neighbour link: forwarding for neighbours and routing through them when the own
+    /// uplink is down; absent means neither.
+    #[serde(default)]
+    pub neighbour: Option<NeighbourConfig>,
 }
 
 /// The `[relay]` section.
@@ -134,6 +144,9 @@ impl AgentConfig {
         self.uplink.validate()?;
         if let Some(cosem) = &self.cosem {
             cosem.validate()?;
+        }
+        if let Some(neighbour) = &self.neighbour {
+            neighbour.validate(&self.meter)?;
         }
         if self.outbox.max_bytes < 4 * self.outbox.segment_bytes.max(1024) {
             return Err(

@@ -9,6 +9,8 @@
 //!   policy; a record leaves only when the broker acknowledged it ([`outbox::Outbox::ack_through`]);
 //! - [`uplink`]: MQTT 3.1.1 over mutual TLS (rustls + ring), PUBACK tracking, last will,
 //!   jittered reconnect, sealed commands from `down`;
+//! - [`neighbour`]: when the uplink is down, sealed envelopes go through a neighbouring meter,
+//!   which forwards them unread on its `relay` topic and acknowledges only after its PUBACK;
 //! - [`pipeline`]: runs a meter until shutdown; [`config`] is the TOML file, [`status`] the
 //!   live status file behind `wattline agent status`.
 //!
@@ -35,6 +37,7 @@ pub mod config;
 pub mod control;
 pub mod cosem;
 pub mod events;
+pub mod neighbour;
 pub mod outbox;
 pub mod pipeline;
 pub mod registers;

@@ -53,6 +53,9 @@ pub struct StatusSnapshot {
     pub outbox_damaged_bytes_total: u64,
     /// Source faults since start.
     pub source_errors_total: u64,
+    /// What this meter forwarded for its neighbours (`[neighbour] listen`), if it does.
+    #[serde(default)]
+    pub forwarder: Option<crate::neighbour::ForwarderStats>,
 }
 
 impl StatusSnapshot {
@@ -98,8 +101,15 @@ impl StatusSnapshot {
             .get("state")
             .and_then(|s| s.as_str())
             .unwrap_or("unknown");
+        let text = |key: &str| link.get(key).and_then(|v| v.as_str()).unwrap_or("?");
         let shown = match state {
             "connection_barred" => "connection barred".to_owned(),
+            "routed_via" => format!(
+                "routed via {} ({}); own uplink: {}",
+                text("meter"),
+                text("addr"),
+                text("own_uplink")
+            ),
             other => other.to_owned(),
         };
         let reason = link
@@ -108,6 +118,36 @@ impl StatusSnapshot {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
         let _ = writeln!(out, "uplink   {shown}{reason}");
+        let routed = self
+            .uplink
+            .get("envelopes_routed")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if routed > 0 {
+            let _ = writeln!(out, "routed   {routed} envelopes through neighbours");
+        }
+        if let Some(f) = &self.forwarder {
+            let list = |m: &std::collections::BTreeMap<String, u64>| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "forward  on {} ({} neighbours connected): forwarded {} envelopes [{}], refused {} [{}]{}",
+                f.listen,
+                f.connections,
+                f.forwarded.values().sum::<u64>(),
+                list(&f.forwarded),
+                f.refused.values().sum::<u64>(),
+                list(&f.refused),
+                f.last_refusal
+                    .as_ref()
+                    .map(|r| format!("; last refusal {r}"))
+                    .unwrap_or_default()
+            );
+        }
         let _ = writeln!(
             out,
             "relay    {} (control mode {})",

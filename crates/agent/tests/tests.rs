@@ -1,10 +1,12 @@
 //! Integration tests of the agent's lossless core against a real TLS Mosquitto: `kill -9`
-//! mid-stream, a broker outage, a full outbox, damaged files, and commands.
+//! mid-stream, a broker outage, a full outbox, damaged files, commands, and routing through a
+//! neighbouring meter.
 
 mod support;
 
 mod cosem;
 mod lossless;
+mod neighbour;
 mod perf;
 mod pzem;
 

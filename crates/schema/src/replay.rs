@@ -113,6 +113,26 @@ impl ReplayWindow {
         Self::default()
     }
 
+    /// The highest accepted `seq` of every tracked boot: what a meter persists so a restart
+    /// does not forget which commands it already took (see [`ReplayWindow::restored`]).
+    pub fn high_marks(&self) -> Vec<(u64, u64)> {
+        self.boots.iter().map(|b| (b.boot_id, b.highest)).collect()
+    }
+
+    /// A window that counts every `seq` up to each boot's high mark as seen: after a restart
+    /// nothing at or below a mark is accepted again (the bitmap of holes below it is not kept,
+    /// so a late, never-seen `seq` below the mark is refused too: the safe side).
+    pub fn restored(marks: &[(u64, u64)]) -> Self {
+        let mut w = Self::new();
+        for &(boot_id, highest) in marks.iter().take(MAX_BOOTS) {
+            w.tick += 1;
+            let mut b = BootWindow::new(boot_id, highest, w.tick);
+            b.bits = [u64::MAX; WORDS];
+            w.boots.push(b);
+        }
+        w
+    }
+
     /// What [`accept`](Self::accept) would say, without recording anything.
     pub fn check(&self, boot_id: u64, seq: u64) -> Verdict {
         self.boots

@@ -82,6 +82,7 @@
       o.series.forEach(function (s, i) {
         if (i > 0) s.paths = uPlot.paths.bars({ size: [0.7, 60], align: 0 });
       });
+      o.bucket = bars;
     }
     return o;
   }
@@ -90,11 +91,17 @@
 
   function draw(el, o, data) {
     el.innerHTML = "";
-    plots.push(new uPlot(o, data, el));
-    W.chartPoints += data[0].length;
+    var p = new uPlot(o, data, el);
+    // Bars are one bucket wide: show half a bucket either side of the data (uPlot's automatic
+    // range pads a lone month by years).
+    var t = data[0];
+    if (o.bucket && t.length) p.setScale("x", { min: t[0] - o.bucket / 2, max: t[t.length - 1] + o.bucket / 2 });
+    plots.push(p);
+    W.chartPoints += t.length;
   }
 
-  function loadCharts(days) {
+  // `span` (optional): a chosen period {from_ms, to_ms}; it overrides `days` for every chart.
+  function loadCharts(days, span) {
     var box = document.querySelector(".charts[data-meter]");
     if (!box || !window.uPlot) return Promise.resolve();
     var t0 = performance.now();
@@ -105,9 +112,10 @@
     var jobs = [];
     var cache = {};
     function fetchKind(kind, d) {
-      var key = kind + d;
+      var range = span ? "&from_ms=" + span.from_ms + "&to_ms=" + span.to_ms : "&days=" + d;
+      var key = kind + range;
       if (!cache[key]) {
-        cache[key] = fetch("/web/meters/" + meter + "/series.json?kind=" + kind + "&days=" + d, { credentials: "same-origin" })
+        cache[key] = fetch("/web/meters/" + meter + "/series.json?kind=" + kind + range, { credentials: "same-origin" })
           .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); });
       }
       return cache[key];
@@ -127,7 +135,8 @@
         var dd = kind === "hourly" ? Math.min(d, 31) : kind === "daily" ? Math.max(d, 31) : d;
         jobs.push(fetchKind(kind, dd).then(function (s) {
           if (!s.t.length) { el.textContent = "No energy rollups in this range yet."; return; }
-          draw(el, opts(el, "kWh", [barS("import kWh", "--c1"), barS("export kWh", "--c4")], true), [s.t, s.import_kwh, s.export_kwh]);
+          var bucket = kind === "hourly" ? 3600 : kind === "daily" ? 86400 : 31 * 86400;
+          draw(el, opts(el, "kWh", [barS("import kWh", "--c1"), barS("export kWh", "--c4")], bucket), [s.t, s.import_kwh, s.export_kwh]);
         }));
       }
     });
@@ -152,6 +161,21 @@
     var days = sel ? sel.value : 7;
     loadCharts(days);
     if (sel) sel.addEventListener("change", function () { loadCharts(sel.value); });
+    // A chosen period (customer history): local days, the `to` day included.
+    var form = document.getElementById("range-form");
+    var from = document.getElementById("range-from"), to = document.getElementById("range-to");
+    var note = document.getElementById("range-note");
+    if (form && from && to) form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var a = from.value ? new Date(from.value + "T00:00").getTime() : NaN;
+      var b = to.value ? new Date(to.value + "T00:00").getTime() + 86400000 : NaN;
+      if (!(a < b)) {
+        if (note) note.textContent = "Choose a start day on or before the end day.";
+        return;
+      }
+      if (note) note.textContent = "Showing " + from.value + " to " + to.value + ".";
+      loadCharts(sel ? sel.value : 7, { from_ms: a, to_ms: b });
+    });
   }
 
   function startProfile() {
@@ -167,7 +191,7 @@
       var el = box.querySelector('[data-chart="profile"]');
       if (el && window.uPlot) {
         var hours = []; for (var h = 0; h < 24; h++) hours.push(h);
-        var o = opts(el, "kWh", [barS("kWh", "--c1")], true);
+        var o = opts(el, "kWh", [barS("kWh", "--c1")], 1);
         o.scales = { x: { time: false } };
         o.axes[0].values = function (u, v) { return v.map(function (x) { return x + "h"; }); };
         draw(el, o, [hours, p.hour_kwh]);

@@ -185,8 +185,17 @@ fn bench_year_of_rollups(
         })
         .collect();
     let end = start + 365 * 86_400_000;
-    rt.block_on(store.replace_rollups(&meter, Resolution::Min15, start, end, &rows))
-        .unwrap();
+    let year = server::RollupUpdate {
+        meter: meter.clone(),
+        levels: vec![server::RollupLevel {
+            resolution: Resolution::Min15,
+            from_ms: start,
+            to_ms: end,
+            rows,
+        }],
+        clear: None,
+    };
+    rt.block_on(store.apply_rollups(&[year])).unwrap();
     c.bench_function(&format!("rollups/{name}/one_year_of_15_min"), |b| {
         b.iter(|| {
             let got = rt

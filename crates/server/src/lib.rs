@@ -67,9 +67,9 @@ pub use store::accounts::{
 pub use store::{
     AuditEntry, BatchOutcome, BatchWrite, CommandStatus, CounterPoint, Customer, Database,
     DirtyRange, Gap, MAX_POINTS, Meter, MeterStatus, Neighbours, NewCommand, NewQuarantine,
-    PgConfig, PgStore, QuarantineEntry, Resolution, RetentionReport, Rollup, RollupInputs, Series,
-    SqliteStore, Store, StoredCommand, StoredEvent, StoredReading, WriteOutcome, WriteSet,
-    readings_auto,
+    PgConfig, PgStore, QuarantineEntry, Resolution, RetentionReport, Rollup, RollupInputs,
+    RollupLevel, RollupUpdate, Series, SqliteStore, Store, StoredCommand, StoredEvent,
+    StoredReading, WriteOutcome, WriteSet, readings_auto,
 };
 
 /// The server's clock, Unix ms UTC. The one place that reads the wall clock.
@@ -111,6 +111,7 @@ pub mod auth;
 pub mod billing;
 pub mod broker;
 pub mod commands;
+pub mod dlms;
 pub mod http;
 pub mod keystore;
 pub mod notify;

@@ -37,3 +37,46 @@ fn version_is_printed() {
     assert_eq!(run.code, 0);
     assert!(run.stdout.starts_with("wattline "));
 }
+
+#[test]
+fn reports_need_a_server_and_a_forward_period_and_print_csv_by_default() {
+    let dir = std::env::temp_dir().join(format!("wattline-report-cli-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    let run = wattline([
+        "report",
+        "theft-cases",
+        "--from",
+        "2026-02-01",
+        "--to",
+        "2026-03-01",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--data-dir"), "{}", run.stderr);
+    let run = wattline([
+        "report",
+        "theft-cases",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-02-01",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("must be after"), "{}", run.stderr);
+    // An empty server: the header and no cases.
+    let run = wattline([
+        "report",
+        "theft-cases",
+        "--from",
+        "2026-02-01",
+        "--to",
+        "2026-03-01",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    assert!(run.stdout.starts_with("case,meter,customer,site,state,"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,8 +2,14 @@
 //!
 //! Modules by subcommand; `util` runs the binary and makes scratch files.
 
+mod admin;
 mod analyze;
 mod cli;
 mod demo;
+mod dlms_poll;
 mod dlms_read;
+mod fleet;
+mod neighbour;
+mod relay;
+mod server_crash;
 mod util;

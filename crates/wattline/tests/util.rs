@@ -75,6 +75,11 @@ impl Scratch {
         Scratch { dir }
     }
 
+    /// The directory as a string (for command lines).
+    pub fn path(&self) -> &str {
+        self.dir.to_str().expect("a UTF-8 temp dir")
+    }
+
     /// Writes `bytes` to `name` in the scratch dir and returns the path as a string.
     pub fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> String {
         let path = self.dir.join(name);
@@ -95,4 +100,13 @@ pub fn close(what: &str, actual: f64, expected: f64, tolerance: f64) {
         (actual - expected).abs() <= tolerance,
         "{what}: {actual} is not within {tolerance} of {expected}"
     );
+}
+
+/// A loopback TCP port free at the time of asking (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
 }

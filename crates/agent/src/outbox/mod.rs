@@ -193,6 +193,8 @@ pub struct Outbox {
     /// Next position to hand to the uplink.
     cursor: u64,
     stats: OutboxStats,
+    /// The newest record ever appended, acknowledged or not (its segment is kept on disk).
+    newest: Option<Entry>,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -293,6 +295,7 @@ impl Outbox {
             first_unacked,
             cursor: first_unacked,
             stats: OutboxStats::default(),
+            newest: None,
         };
         for id in ids {
             outbox.load_segment(id, &mut report)?;
@@ -379,6 +382,15 @@ impl Outbox {
                 });
             }
             self.next_position = self.next_position.max(e.position + 1);
+            if offset + e.total_len == buf.len()
+                && let Ok(record) = Record::from_cbor(e.cbor)
+            {
+                self.newest = Some(Entry {
+                    position: e.position,
+                    boot_id: e.boot_id,
+                    record,
+                });
+            }
             offset += e.total_len;
         }
         self.segments.push_back(Segment {
@@ -441,6 +453,11 @@ impl Outbox {
         });
         self.next_position += 1;
         self.stats.appended_total += 1;
+        self.newest = Some(Entry {
+            position,
+            boot_id,
+            record: record.clone(),
+        });
         Ok(position)
     }
 
@@ -598,6 +615,13 @@ impl Outbox {
         })
     }
 
+    /// The newest record ever appended, even when already acknowledged: the pipeline saves
+    /// its registers after the append, so at start this tells it the last `seq` taken and the
+    /// newest counters (the segment holding it is never deleted while it is the tail).
+    pub fn newest_appended(&self) -> Option<&Entry> {
+        self.newest.as_ref()
+    }
+
     /// Moves the send cursor back to the first unacknowledged record.
     pub fn rewind(&mut self) {
         self.cursor = self.first_unacked;
@@ -629,16 +653,13 @@ impl Outbox {
 
     fn delete_acked_segments(&mut self) -> Result<(), Error> {
         // A segment is done when no unacknowledged record lives in it; the tail segment is
-        // kept while it is the write target and not full.
+        // always kept: it holds the newest record, which tells a restart the last `seq` taken.
         while let Some(front) = self.segments.front() {
             let id = front.id;
             let in_use = self.index.iter().any(|i| i.segment == id);
             let is_tail = self.segments.len() == 1;
-            if in_use || (is_tail && front.bytes < self.config.segment_bytes) {
+            if in_use || is_tail {
                 break;
-            }
-            if is_tail {
-                self.writer = None;
             }
             let path = segment_path(&self.dir, id);
             match fs::remove_file(&path) {

@@ -240,3 +240,44 @@ fn a_damaged_ack_pointer_resends_rather_than_skips() {
     assert_eq!(report.damage.len(), 1);
     assert_eq!(drain(&mut outbox), vec![0, 1, 2]);
 }
+
+#[test]
+fn the_newest_record_survives_its_acknowledgement_and_a_reopen() {
+    // The pipeline saves its registers after the append: a crash in between must still let a
+    // restart see the last seq taken, even when the broker acknowledged it meanwhile and the
+    // segment holding it is full.
+    let dir = tempdir("newest");
+    let config = small(WhenFull::Block, 1 << 20);
+    let (mut outbox, _) = Outbox::open(&dir, config.clone()).unwrap();
+    assert!(outbox.newest_appended().is_none());
+    let mut last = 0;
+    for seq in 0..60 {
+        last = outbox.append(3, &reading(seq)).unwrap();
+    }
+    outbox.ack_through(last).unwrap();
+    assert_eq!(outbox.stats().depth_records, 0);
+    assert_eq!(
+        outbox.segments.len(),
+        1,
+        "acknowledged segments are deleted"
+    );
+    drop(outbox);
+    let (outbox, _) = Outbox::open(&dir, config.clone()).unwrap();
+    let newest = outbox.newest_appended().expect("newest kept");
+    assert_eq!((newest.boot_id, newest.record.seq), (3, 59));
+    assert_eq!(newest.record, reading(59));
+    assert_eq!(outbox.stats().depth_records, 0, "nothing to resend");
+
+    // Fill the tail segment exactly to the brim, acknowledge it, reopen: still there.
+    let (mut outbox, _) = Outbox::open(&dir, config.clone()).unwrap();
+    let mut seq = 60;
+    while outbox.segments.back().unwrap().bytes + 200 < config.segment_bytes {
+        last = outbox.append(3, &reading(seq)).unwrap();
+        seq += 1;
+    }
+    outbox.ack_through(last).unwrap();
+    drop(outbox);
+    let (outbox, _) = Outbox::open(&dir, config).unwrap();
+    assert_eq!(outbox.newest_appended().unwrap().record.seq, seq - 1);
+    let _ = fs::remove_dir_all(&dir);
+}

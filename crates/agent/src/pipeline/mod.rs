@@ -3,13 +3,16 @@
 //! a shutdown signal.
 //!
 //! Every record — reading, event, ack, heartbeat — takes the next `seq` of the boot. The
-//! registers (counters and next `seq`) are saved *before* the record is appended to the
-//! outbox: a crash in between leaves a visible gap in `seq`, never two different records with
-//! the same key. At start the registers are reconciled with what the outbox still holds, so a
-//! damaged newest register slot cannot reuse a queued `seq` or move a counter back.
+//! record is appended to the outbox (durably) *before* the registers (counters and next `seq`)
+//! are saved: a crash in between loses nothing, because at start the registers are reconciled
+//! with the outbox's newest record (kept on disk even once acknowledged) and with what it still
+//! holds, so a `seq` is never taken twice and a counter never moves back — also when the newest
+//! register slot is damaged. A record the outbox refuses (full) takes no `seq`.
 
 mod config;
 mod interval;
+#[cfg(test)]
+mod reconcile_tests;
 
 pub use config::{Nominal, PipelineConfig};
 pub use interval::IntervalAccumulator;
@@ -103,6 +106,8 @@ struct Meter {
     dropped_logged: u64,
     /// Live state read by the COSEM server, when one is configured.
     cosem: Option<Arc<CosemShared>>,
+    /// What this meter forwards for its neighbours, when it listens for them.
+    forwarder: Option<Arc<Mutex<crate::neighbour::ForwarderStats>>>,
 }
 
 /// Runs the agent for `config` with `source` until `shutdown` turns true.
@@ -150,7 +155,7 @@ pub async fn run(
         .map_err(Error::new)?;
     }
     let (commands_tx, commands_rx) = mpsc::channel(32);
-    let uplink = Uplink::new(
+    let mut uplink = Uplink::new(
         meter.config.uplink.clone(),
         meter.config.meter.clone(),
         key,
@@ -161,7 +166,28 @@ pub async fn run(
         },
         commands_tx,
     )
-    .map_err(|e| Error::new(format!("uplink: {e}")))?;
+    .map_err(|e| Error::new(format!("uplink: {e}")))?
+    .with_replay_state(meter.config.data_dir.join("down.window"));
+    if let Some(neighbour) = meter.config.neighbour.clone() {
+        uplink = uplink
+            .with_neighbours(&neighbour)
+            .map_err(|e| Error::new(format!("neighbour: {e}")))?;
+        if neighbour.listen.is_some() {
+            let (relay_tx, relay_rx) = mpsc::channel(64);
+            let (forwarder, listener) = crate::neighbour::Forwarder::bind(
+                &neighbour,
+                meter.config.meter.clone(),
+                &meter.config.uplink,
+                relay_tx,
+                meter.uplink_stats.clone(),
+            )
+            .await
+            .map_err(Error::new)?;
+            meter.forwarder = Some(forwarder.stats());
+            tokio::spawn(forwarder.run(listener, shutdown.clone()));
+            uplink = uplink.with_relay_requests(relay_rx);
+        }
+    }
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
     let result = meter
         .run(source, commands_rx, cosem_rx, start_events, shutdown)
@@ -276,6 +302,7 @@ impl Meter {
             blocked_logged: false,
             dropped_logged: 0,
             cosem: None,
+            forwarder: None,
             config,
         };
         let mut boot = event(
@@ -317,7 +344,15 @@ impl Meter {
         }
         heartbeat.reset();
         let mut source_done = false;
+        let mut load_connected = true;
         loop {
+            // The relay state as the source should see it (a command, DLMS or the limiter may
+            // have changed it in the last turn).
+            let connected = self.controller.disconnect().state() == ControlState::Connected;
+            if connected != load_connected {
+                source.set_load_connected(connected);
+                load_connected = connected;
+            }
             tokio::select! {
                 _ = shutdown.changed() => break,
                 output = source.next(), if !source_done => match output {
@@ -715,7 +750,7 @@ impl Meter {
         Ok(())
     }
 
-    /// Gives `body` the next `seq`, saves the registers, then queues the record.
+    /// Gives `body` the next `seq`, queues the record, then saves the registers.
     async fn emit(
         &mut self,
         body: Body,
@@ -725,10 +760,6 @@ impl Meter {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.counters = self.counters();
-        state.saved_at_ms = unix_now_ms();
-        self.registers
-            .save(state)
-            .map_err(|e| Error::new(e.to_string()))?;
         let record = Record {
             seq,
             t_ms: self.now_ms(),
@@ -758,14 +789,15 @@ impl Meter {
                             _ = self.space.notified() => {}
                             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                             _ = shutdown.changed() => {
-                                tracing::warn!(seq, "shutdown while blocked on a full outbox: record not queued (a seq gap)");
+                                tracing::warn!(seq, kind = record.body.kind(), "shutdown while blocked on a full outbox: record not queued");
                                 return Ok(());
                             }
                         }
                     }
                     outbox::ErrorKind::Full { .. } => {
                         // Only events and acks are left and they fill the disk: keep them,
-                        // refuse this record (its seq becomes a visible gap).
+                        // refuse this record (it takes no seq; the counters stay in memory
+                        // and are saved with the next record).
                         tracing::error!(
                             seq,
                             kind = record.body.kind(),
@@ -777,6 +809,10 @@ impl Meter {
                 },
             }
         }
+        state.saved_at_ms = unix_now_ms();
+        self.registers
+            .save(state)
+            .map_err(|e| Error::new(e.to_string()))?;
         let dropped = lock(&self.outbox).stats().dropped_readings_total;
         if dropped > self.dropped_logged {
             tracing::warn!(
@@ -819,6 +855,7 @@ impl Meter {
             outbox_acked_total: stats.acked_total,
             outbox_damaged_bytes_total: stats.damaged_bytes_total,
             source_errors_total: self.source_errors,
+            forwarder: self.forwarder.as_ref().map(|f| lock(f).clone()),
         };
         if let Err(e) = snapshot.write(&self.config.status_path()) {
             tracing::warn!(error = %e, "cannot write status file");
@@ -829,7 +866,8 @@ impl Meter {
 /// Makes sure the registers are not behind what the outbox still holds of the same boot.
 fn reconcile(registers: &mut RegisterStore, outbox: &Outbox) -> Result<(), Error> {
     let boot = registers.state().boot_id;
-    let tail = outbox.newest(64).map_err(|e| Error::new(e.to_string()))?;
+    let mut tail = outbox.newest(64).map_err(|e| Error::new(e.to_string()))?;
+    tail.extend(outbox.newest_appended().cloned());
     let mut state = *registers.state();
     let mut changed = false;
     for entry in tail.iter().filter(|e| e.boot_id == boot) {

@@ -253,6 +253,11 @@ pub trait Source: Send {
 
     /// The next output, or `None` at the end of the stream.
     fn next(&mut self) -> NextOutput<'_>;
+
+    /// The disconnect relay changed: `false` when it is open. A source that models the loads
+    /// (the simulator) stops their current; a hardware source measures whatever the physical
+    /// relay does and ignores this (the default).
+    fn set_load_connected(&mut self, _connected: bool) {}
 }
 
 /// What went wrong in a source.

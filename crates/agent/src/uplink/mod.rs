@@ -14,7 +14,11 @@
 //!   after a reconnect the uplink rewinds to the first unacknowledged record (a batch whose
 //!   PUBACK was lost is sent again; ingest dedups on `(boot_id, seq)`);
 //! - bounds the send rate (`max_envelopes_per_s`), so a backlog after an outage drains in
-//!   order, with the records' original timestamps, without flooding the broker.
+//!   order, with the records' original timestamps, without flooding the broker;
+//! - with `[neighbour] via`, routes the outbox through a neighbouring meter while its own
+//!   link has been failing for `after_s` (state [`LinkState::RoutedVia`]), between attempts
+//!   to reconnect on its own; with `[neighbour] listen`, publishes the envelopes its
+//!   neighbours hand over on `relay` and answers each after the PUBACK (see `neighbour`).
 
 mod config;
 mod tls;
@@ -34,6 +38,7 @@ use schema::{Batch, Command, MeterId, MeterKey, RejectedCommand, ReplayWindow, V
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::neighbour::{RelayRequest, RouteContext, RouteEnd, Router};
 use crate::outbox::Outbox;
 
 /// How long a clean shutdown waits for queued records to be acknowledged.
@@ -58,6 +63,16 @@ pub enum LinkState {
         /// Why.
         reason: String,
     },
+    /// The own link is down and the outbox drains through a neighbouring meter (seed 002's
+    /// "Routed"); the own link is retried between routing periods.
+    RoutedVia {
+        /// The neighbour's meter id.
+        meter: String,
+        /// Its address.
+        addr: String,
+        /// Why the own link is down.
+        own_uplink: String,
+    },
 }
 
 /// Uplink counters for metrics and status.
@@ -75,6 +90,12 @@ pub struct UplinkStats {
     pub command_envelopes: u64,
     /// `down` envelopes refused (tag, meter, malformed) or replayed.
     pub command_envelopes_refused: u64,
+    /// Own envelopes a neighbour forwarded and acknowledged.
+    pub envelopes_routed: u64,
+    /// Routing attempts through a neighbour that failed (connect, TLS, refusal).
+    pub neighbour_failures: u64,
+    /// Envelopes of neighbours published on `relay` and acknowledged by the broker.
+    pub relayed_acked: u64,
 }
 
 impl Default for UplinkStats {
@@ -86,6 +107,9 @@ impl Default for UplinkStats {
             connection_failures: 0,
             command_envelopes: 0,
             command_envelopes_refused: 0,
+            envelopes_routed: 0,
+            neighbour_failures: 0,
+            relayed_acked: 0,
         }
     }
 }
@@ -113,6 +137,12 @@ pub struct Uplink {
     handles: UplinkHandles,
     commands: mpsc::Sender<CommandDelivery>,
     down_window: ReplayWindow,
+    /// Where the replay window is persisted (`None`: in memory only).
+    window_file: Option<std::path::PathBuf>,
+    /// Neighbours to route through when the own link fails.
+    router: Option<Router>,
+    /// Envelopes of neighbours to publish on `relay` (this meter forwards).
+    relay_requests: Option<mpsc::Receiver<RelayRequest>>,
 }
 
 /// One PUBLISH we queued and wait to see acknowledged.
@@ -124,6 +154,8 @@ struct InFlight {
     last_position: Option<u64>,
     queued_at: Instant,
     acked: bool,
+    /// A neighbour's envelope: told when the broker acknowledged it.
+    relay_reply: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 enum SessionEnd {
@@ -139,6 +171,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere while holding the lock must not stop metering: keep going with the
     // data as it is (the outbox's on-disk state is always consistent).
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// First line of the replay window file; then one `boot_id highest_seq` line per boot.
+const WINDOW_FILE_HEADER: &str = "wattline command replay window v1\n";
+
+/// The marks of a replay window file, or `None` when it is not one.
+fn parse_marks(text: &str) -> Option<Vec<(u64, u64)>> {
+    let rest = text.strip_prefix(WINDOW_FILE_HEADER)?;
+    rest.lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A number in [0, 1) from the OS-seeded std hasher: enough to spread reconnects of a fleet.
@@ -173,18 +219,85 @@ impl Uplink {
             handles,
             commands,
             down_window: ReplayWindow::new(),
+            window_file: None,
+            router: None,
+            relay_requests: None,
         })
+    }
+
+    /// Routes through the neighbours of `[neighbour] via` when the own link fails.
+    pub fn with_neighbours(
+        mut self,
+        config: &crate::neighbour::NeighbourConfig,
+    ) -> Result<Self, String> {
+        self.router = Router::new(config, &self.config)?;
+        Ok(self)
+    }
+
+    /// Publishes the envelopes a [`crate::neighbour::Forwarder`] hands over on `relay`.
+    pub fn with_relay_requests(mut self, requests: mpsc::Receiver<RelayRequest>) -> Self {
+        self.relay_requests = Some(requests);
+        self
+    }
+
+    /// Keeps the command replay window in `path` (written atomically after every accepted
+    /// command envelope) and starts from what it holds, so commands taken before a restart are
+    /// not taken again. A missing file is a first start; an unreadable one is reported and
+    /// replaced (the command expiry still bounds any replay).
+    pub fn with_replay_state(mut self, path: std::path::PathBuf) -> Self {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_marks(&text) {
+                Some(marks) => self.down_window = ReplayWindow::restored(&marks),
+                None => tracing::error!(
+                    path = %path.display(),
+                    "command replay window file is damaged; starting with an empty window"
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the command replay window")
+            }
+        }
+        self.window_file = Some(path);
+        self
+    }
+
+    fn save_window(&self) {
+        let Some(path) = &self.window_file else {
+            return;
+        };
+        let mut text = String::from(WINDOW_FILE_HEADER);
+        for (boot, seq) in self.down_window.high_marks() {
+            text.push_str(&format!("{boot} {seq}\n"));
+        }
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::error!(path = %path.display(), error = %e, "cannot persist the command replay window");
+        }
     }
 
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
+        // Since when the own link has been failing without a successful session.
+        let mut failing_since: Option<Instant> = None;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            self.set_link(LinkState::Connecting);
-            let (reason, barred) = match self.session(&mut shutdown).await {
+            // While routed, the status keeps saying so during the retry of the own link.
+            if !matches!(lock(&self.handles.stats).link, LinkState::RoutedVia { .. }) {
+                self.set_link(LinkState::Connecting);
+            }
+            let mut relay_requests = self.relay_requests.take();
+            let end = self.session(&mut shutdown, &mut relay_requests).await;
+            self.relay_requests = relay_requests;
+            let (reason, barred) = match end {
                 SessionEnd::Shutdown => return,
                 SessionEnd::Failed {
                     reason,
@@ -193,10 +306,12 @@ impl Uplink {
                 } => {
                     if was_connected {
                         failures = 0;
+                        failing_since = None;
                     }
                     (reason, barred)
                 }
             };
+            let failing_since = *failing_since.get_or_insert_with(Instant::now);
             if *shutdown.borrow() {
                 return;
             }
@@ -211,13 +326,42 @@ impl Uplink {
                 .min(self.config.backoff_max_ms);
             let delay_ms = exp / 2 + (jitter_fraction() * (exp / 2) as f64) as u64;
             tracing::warn!(meter = %self.meter, %reason, barred, retry_in_ms = delay_ms, "uplink down");
-            self.set_link(if barred {
-                LinkState::ConnectionBarred { reason }
+            let until = Instant::now() + Duration::from_millis(delay_ms);
+            let mut state = if barred {
+                LinkState::ConnectionBarred {
+                    reason: reason.clone(),
+                }
             } else {
-                LinkState::Disconnected { reason }
-            });
+                LinkState::Disconnected {
+                    reason: reason.clone(),
+                }
+            };
+            if let Some(router) = self
+                .router
+                .as_ref()
+                .filter(|r| failing_since.elapsed() >= r.after)
+            {
+                let ctx = RouteContext {
+                    meter: &self.meter,
+                    key: &self.key,
+                    config: &self.config,
+                    handles: &self.handles,
+                };
+                match router.route(&ctx, &reason, until, &mut shutdown).await {
+                    RouteEnd::Shutdown => return,
+                    // Time to try the own link again; the status keeps `routed via`.
+                    RouteEnd::Routed => continue,
+                    RouteEnd::NoneWorked(neighbours) => {
+                        // Nothing works: the seed 002 LCD's "connection barred".
+                        state = LinkState::ConnectionBarred {
+                            reason: format!("own uplink: {reason}; neighbours: {neighbours}"),
+                        };
+                    }
+                }
+            }
+            self.set_link(state);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -250,7 +394,11 @@ impl Uplink {
         opts
     }
 
-    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
+    async fn session(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        relay_requests: &mut Option<mpsc::Receiver<RelayRequest>>,
+    ) -> SessionEnd {
         let (client, mut eventloop) = AsyncClient::new(self.options(), 64);
         lock(&self.handles.outbox).rewind();
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
@@ -264,6 +412,7 @@ impl Uplink {
         let up = topic::up(&self.meter);
         let down = topic::down(&self.meter);
         let status = topic::status(&self.meter);
+        let relay = topic::relay(&self.meter);
         let fail = |reason: String, barred: bool, was_connected: bool| SessionEnd::Failed {
             reason,
             barred,
@@ -283,7 +432,7 @@ impl Uplink {
                         connected = true;
                         self.set_link(LinkState::Connected);
                         tracing::info!(meter = %self.meter, host = %self.config.host, "uplink connected");
-                        inflight.push_back(InFlight { pkid: None, last_position: None, queued_at: Instant::now(), acked: false });
+                        inflight.push_back(InFlight { pkid: None, last_position: None, queued_at: Instant::now(), acked: false, relay_reply: None });
                         if let Err(e) = client.try_publish(&status, QoS::AtLeastOnce, true, "online") {
                             return fail(format!("queueing status: {e}"), false, true);
                         }
@@ -302,6 +451,10 @@ impl Uplink {
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some(f) = inflight.iter_mut().find(|f| f.pkid == Some(ack.pkid) && !f.acked) {
                             f.acked = true;
+                            if let Some(reply) = f.relay_reply.take() {
+                                lock(&self.handles.stats).relayed_acked += 1;
+                                let _ = reply.send(());
+                            }
                         }
                         if let Err(e) = self.release_acked(&mut inflight) {
                             return fail(e, false, connected);
@@ -322,6 +475,14 @@ impl Uplink {
                         return fail(describe(&e), barred, connected);
                     }
                 },
+                Some(request) = next_relay_request(relay_requests), if connected && inflight.len() < 2 * usize::from(self.config.max_inflight) => {
+                    // A neighbour's envelope, already sealed by its meter: published as is.
+                    if let Err(e) = client.try_publish(&relay, QoS::AtLeastOnce, false, request.envelope) {
+                        return fail(format!("queueing relay publish: {e}"), false, true);
+                    }
+                    tracing::debug!(origin = %request.origin, "forwarding a neighbour's envelope");
+                    inflight.push_back(InFlight { pkid: None, last_position: None, queued_at: Instant::now(), acked: false, relay_reply: Some(request.reply) });
+                }
                 _ = tick.tick(), if connected => {
                     let now = Instant::now();
                     let rate = self.config.max_envelopes_per_s;
@@ -341,7 +502,7 @@ impl Uplink {
                         match self.queue_next_batch(&client, &up) {
                             Ok(Some(last_position)) => {
                                 tokens -= 1.0;
-                                inflight.push_back(InFlight { pkid: None, last_position: Some(last_position), queued_at: now, acked: false });
+                                inflight.push_back(InFlight { pkid: None, last_position: Some(last_position), queued_at: now, acked: false, relay_reply: None });
                             }
                             Ok(None) => break,
                             Err(e) => return fail(e, false, true),
@@ -404,6 +565,7 @@ impl Uplink {
             Err(e) => refused(self, e.to_string()),
             Ok((header, commands)) => match self.down_window.accept(header.boot_id, header.seq) {
                 Verdict::Fresh => {
+                    self.save_window();
                     lock(&self.handles.stats).command_envelopes += 1;
                     if self.commands.try_send(commands).is_err() {
                         refused(self, "command queue full".into());
@@ -435,6 +597,23 @@ impl Uplink {
                 },
             }
         }
+    }
+}
+
+/// The next envelope a neighbour handed over; pending forever when this meter forwards for
+/// nobody (or the forwarder is gone).
+async fn next_relay_request(
+    requests: &mut Option<mpsc::Receiver<RelayRequest>>,
+) -> Option<RelayRequest> {
+    match requests {
+        Some(rx) => match rx.recv().await {
+            Some(r) => Some(r),
+            None => {
+                *requests = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

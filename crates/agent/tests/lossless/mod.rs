@@ -356,7 +356,7 @@ fn commands_are_acknowledged_replays_ignored_and_malformed_ones_rejected() {
     )
     .unwrap();
     ingest.send_raw(&s.meter, disconnect.clone());
-    ingest.send_raw(&s.meter, disconnect); // replayed envelope: ignored
+    ingest.send_raw(&s.meter, disconnect.clone()); // replayed envelope: ignored
     ingest.send_commands(
         &s.meter,
         &s.key,
@@ -396,12 +396,12 @@ fn commands_are_acknowledged_replays_ignored_and_malformed_ones_rejected() {
     };
     wait_for("4 acks", Duration::from_secs(30), || acks().len() >= 4);
     std::thread::sleep(Duration::from_secs(2));
-    let acks = acks();
-    assert_eq!(acks.len(), 4, "{acks:?}");
+    let got = acks();
+    assert_eq!(got.len(), 4, "{got:?}");
     let find = |id: &str| {
-        acks.iter()
+        got.iter()
             .find(|a| a.command_id.as_deref() == Some(id))
-            .unwrap_or_else(|| panic!("no ack for {id}: {acks:?}"))
+            .unwrap_or_else(|| panic!("no ack for {id}: {got:?}"))
     };
     assert_eq!(find("c-1").status, schema::AckStatus::Succeeded);
     assert_eq!(find("c-2").status, schema::AckStatus::Succeeded);
@@ -434,6 +434,44 @@ fn commands_are_acknowledged_replays_ignored_and_malformed_ones_rejected() {
         status_msgs.iter().any(|(_, p)| p == "online"),
         "{status_msgs:?}"
     );
+
+    // After a restart the replay window is still there: the old envelope is refused again, a
+    // new one is taken.
+    let mut agent = AgentProcess::spawn(&s);
+    wait_for("connected again", Duration::from_secs(60), || {
+        status(&s).is_some_and(|st| {
+            st.uplink["link"]["state"] == "connected" && st.uplink["command_envelopes_refused"] == 0
+        })
+    });
+    ingest.send_raw(&s.meter, disconnect);
+    ingest.send_commands(
+        &s.meter,
+        &s.key,
+        4,
+        &[cmd("c-6", Action::RelayConnect, now + 60_000)],
+    );
+    wait_for("the ack of c-6", Duration::from_secs(30), || {
+        acks()
+            .iter()
+            .any(|a| a.command_id.as_deref() == Some("c-6"))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let again = acks();
+    assert_eq!(
+        again
+            .iter()
+            .filter(|a| a.command_id.as_deref() == Some("c-1"))
+            .count(),
+        1,
+        "c-1 taken twice: {again:?}"
+    );
+    let st = status(&s).unwrap();
+    assert_eq!(
+        st.uplink["command_envelopes_refused"], 1,
+        "the replay after the restart: {:?}",
+        st.uplink
+    );
+    agent.terminate();
 }
 
 fn schema_now_ms() -> i64 {

@@ -22,7 +22,7 @@ impl Broker {
         let server = pki.server();
         let acl = dir.join("acl");
         // Each meter may publish only under its own id and read only its own `down`;
-        // `ingest` reads every `up`/`status` and writes every `down` (DESIGN §3.3).
+        // `ingest` reads every `up`/`relay`/`status` and writes every `down` (DESIGN §3.3).
         std::fs::write(
             &acl,
             "pattern write wattline/v1/m/%u/up\n\
@@ -31,6 +31,7 @@ impl Broker {
              pattern read wattline/v1/m/%u/down\n\
              user ingest\n\
              topic read wattline/v1/m/+/up\n\
+             topic read wattline/v1/m/+/relay\n\
              topic read wattline/v1/m/+/status\n\
              topic write wattline/v1/m/+/down\n",
         )
@@ -93,6 +94,17 @@ impl Broker {
         super::wait_for("mosquitto to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+        // The listener must be this broker, not another test's that took the port meanwhile.
+        std::thread::sleep(Duration::from_millis(100));
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            exited.is_none(),
+            "mosquitto on port {port} exited ({exited:?}): {}",
+            self.log()
+        );
     }
 
     /// Stops the broker with SIGTERM (it saves its persistence file) and waits for it.

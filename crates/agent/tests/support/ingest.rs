@@ -1,6 +1,8 @@
-//! The test's ingest: subscribes to every meter's `up` over mutual TLS, opens each envelope
-//! with the meter's key and dedups on `(boot_id, seq)` exactly as the server's ingest does
-//! (replay window first, the stored keys as the final authority).
+//! The test's ingest: subscribes to every meter's `up` and `relay` over mutual TLS, opens each
+//! envelope with the key of the meter its header names (on `up` that must be the topic's
+//! meter; on `relay` the topic names the forwarding meter) and dedups on `(boot_id, seq)`
+//! exactly as the server's ingest does (replay window first, the stored keys as the final
+//! authority).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,8 @@ pub struct Stored {
     pub rejected: Vec<String>,
     /// Retained/live status messages seen: (meter, payload).
     pub status: Vec<(String, String)>,
+    /// First deliveries that came through a neighbour: (origin meter, forwarding meter, seq).
+    pub relayed: Vec<(String, String, u64)>,
     keys: HashSet<(String, u64, u64)>,
 }
 
@@ -68,19 +72,33 @@ impl Ingest {
                         Err(_) => {}
                         Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                             let _ = c.try_subscribe("wattline/v1/m/+/up", QoS::AtLeastOnce);
+                            let _ = c.try_subscribe("wattline/v1/m/+/relay", QoS::AtLeastOnce);
                             let _ = c.try_subscribe("wattline/v1/m/+/status", QoS::AtLeastOnce);
                         }
                         Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                             let parts: Vec<&str> = p.topic.split('/').collect();
-                            let (meter, kind) = (parts[3].to_owned(), parts[4]);
+                            let (topic_meter, kind) = (parts[3].to_owned(), parts[4]);
                             let mut stored = s.lock().unwrap();
                             if kind == "status" {
                                 stored.status.push((
-                                    meter,
+                                    topic_meter,
                                     String::from_utf8_lossy(&p.payload).into_owned(),
                                 ));
                                 continue;
                             }
+                            // On `relay` the envelope belongs to the meter its header names
+                            // (authenticated by that meter's key below); on `up`, to the topic's.
+                            let (meter, relayer) = if kind == "relay" {
+                                match schema::Envelope::parse(&p.payload) {
+                                    Ok(e) => (e.header().meter.to_string(), Some(topic_meter)),
+                                    Err(e) => {
+                                        stored.rejected.push(format!("relay: {e}"));
+                                        continue;
+                                    }
+                                }
+                            } else {
+                                (topic_meter, None)
+                            };
                             let (Some(key), Ok(meter_id)) =
                                 (keys.get(&meter), MeterId::parse(&meter))
                             else {
@@ -101,6 +119,13 @@ impl Ingest {
                                         if verdict == Verdict::Duplicate || !new_key {
                                             stored.duplicates += 1;
                                         } else {
+                                            if let Some(relayer) = &relayer {
+                                                stored.relayed.push((
+                                                    meter.clone(),
+                                                    relayer.clone(),
+                                                    r.seq,
+                                                ));
+                                            }
                                             stored.records.push((meter.clone(), batch.boot_id, r));
                                         }
                                     }

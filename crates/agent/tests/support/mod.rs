@@ -5,6 +5,7 @@ pub mod agent;
 pub mod broker;
 pub mod ingest;
 pub mod pki;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::config::{AlarmConfig, BalanceSettings};
+use crate::notify::Notifier;
 use crate::store::alarms::{
     AlarmFilter, AlarmKind, AlarmScope, AlarmSeverity, AlarmStore, CaseEvidence, NewAlarm,
 };
@@ -42,16 +43,18 @@ pub struct JobsReport {
 }
 
 /// Starts the alarm jobs: every `config.every_s` seconds until `shutdown` turns true (or its
-/// sender is dropped). The runtime calls this once after the database is open.
+/// sender is dropped). The runtime calls this once after the database is open; with a
+/// `notifier`, every newly opened alarm raises its notification rule.
 pub fn spawn_jobs(
     db: Database,
     config: AlarmConfig,
+    notifier: Option<Notifier>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let every = std::time::Duration::from_secs(config.every_s.max(1));
         loop {
-            match run_once(&db, &config, crate::now_ms()).await {
+            match run_once_notifying(&db, &config, notifier.as_ref(), crate::now_ms()).await {
                 Ok(r) => {
                     for d in &r.diagnostics {
                         tracing::debug!(diagnostic = %d, "alarm jobs");
@@ -78,18 +81,23 @@ pub fn spawn_jobs(
     })
 }
 
-/// Runs every job once as of `now_ms` (Unix ms UTC). Tests call this directly.
+/// Runs every job once as of `now_ms` (Unix ms UTC), without notifications. Tests call this
+/// directly.
 pub async fn run_once(
     db: &Database,
     config: &AlarmConfig,
     now_ms: i64,
 ) -> Result<JobsReport, Error> {
-    let mut ctx = Ctx {
-        db,
-        config,
-        now_ms,
-        report: JobsReport::default(),
-    };
+    run_once_notifying(db, config, None, now_ms).await
+}
+
+/// [`run_once`], raising the notification of every newly opened alarm through `notifier`.
+pub async fn run_once_notifying(
+    db: &Database,
+    config: &AlarmConfig,
+    notifier: Option<&Notifier>,
+    now_ms: i64,
+) -> Result<JobsReport, Error> {
     let meters: Vec<Meter> = db
         .store()
         .meters()
@@ -97,6 +105,17 @@ pub async fn run_once(
         .into_iter()
         .filter(|m| m.status == MeterStatus::Active)
         .collect();
+    let mut ctx = Ctx {
+        db,
+        config,
+        now_ms,
+        report: JobsReport::default(),
+        notifier,
+        customers: meters
+            .iter()
+            .map(|m| (m.id.to_string(), m.customer.clone()))
+            .collect(),
+    };
     for job in ["supervision", "events", "balance", "pattern"] {
         let Some(lock) = db.alarms().try_lock_job(job).await? else {
             ctx.report.jobs_skipped.push(job);
@@ -120,6 +139,10 @@ struct Ctx<'a> {
     config: &'a AlarmConfig,
     now_ms: i64,
     report: JobsReport,
+    /// Newly opened alarms notify through it (none: tests and tools that only want alarms).
+    notifier: Option<&'a Notifier>,
+    /// Each active meter's customer, for the notification's audience.
+    customers: HashMap<String, Option<String>>,
 }
 
 /// Evidence that goes into a case when an alarm of a theft/tamper kind opens.
@@ -140,6 +163,14 @@ impl Ctx<'_> {
         let raised = self.alarms().raise_alarm(&alarm).await?;
         if raised.created {
             self.report.alarms_opened += 1;
+            // The alarm is stored; a failing notification is logged and counted by the
+            // notifier and does not fail the job.
+            if let Some(n) = self.notifier {
+                let customer = self.customers.get(&alarm.meter).cloned().flatten();
+                if let Some(incident) = crate::notify::Incident::alarm(&alarm, customer) {
+                    n.raise_logged(&incident).await;
+                }
+            }
         }
         if let (true, None, Some(case)) = (alarm.kind.opens_case(), raised.alarm.case_id, case) {
             let mut item = json!({

@@ -25,5 +25,5 @@ pub use config::{
     AlarmConfig, BalanceSettings, LineConfig, MaterialName, ObserverConfig, PatternSettings,
     TransformerConfig,
 };
-pub use jobs::{JobsReport, run_once, spawn_jobs};
+pub use jobs::{JobsReport, run_once, run_once_notifying, spawn_jobs};
 pub(crate) use routes::routes;

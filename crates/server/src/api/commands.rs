@@ -230,6 +230,14 @@ pub(crate) async fn create(
         .await?;
     tracing::info!(command = stored.id, meter = %meter.id, by = %caller.username, kind = kind(&stored.command.action), "command queued");
     state.command_wake.notify_one();
+    crate::auth::audit(
+        &state,
+        &caller,
+        "command.create",
+        &format!("meter:{}", meter.id),
+        &format!("{} #{}: {reason}", kind(&stored.command.action), stored.id),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(command_json(&stored))))
 }
 

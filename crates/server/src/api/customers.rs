@@ -124,6 +124,14 @@ pub(crate) async fn create(
     }
     state.store.upsert_customer(&c).await?;
     tracing::info!(customer = %c.id, by = %caller.username, "customer created");
+    crate::auth::audit(
+        &state,
+        &caller,
+        "customer.create",
+        &format!("customer:{}", c.id),
+        &format!("time zone {}", c.time_zone),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(customer_json(&c))))
 }
 
@@ -144,5 +152,13 @@ pub(crate) async fn update(
     check(&c)?;
     state.store.upsert_customer(&c).await?;
     tracing::info!(customer = %c.id, by = %caller.username, "customer updated");
+    crate::auth::audit(
+        &state,
+        &caller,
+        "customer.update",
+        &format!("customer:{}", c.id),
+        &format!("time zone {}", c.time_zone),
+    )
+    .await?;
     Ok(Json(customer_json(&c)))
 }

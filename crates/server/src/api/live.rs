@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use futures_util::Stream;
@@ -16,6 +16,7 @@ use schema::{Body, MeterId, Record};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::params::Params;
 use crate::LiveBatch;
 use crate::http::{ApiError, AppState, Caller, Role};
 
@@ -156,11 +157,17 @@ pub(crate) async fn meter(
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
+/// `GET /api/v1/live`, optionally `?meter=ID` for one meter (the same visibility rule as
+/// `/meters/{id}/live`: a meter the caller may not see is a 404, never an empty stream).
 pub(crate) async fn fleet(
     caller: Caller,
     State(state): State<AppState>,
+    query: Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let filter = if caller.role >= Role::Operator {
+    let params = Params::new(query, &["meter"])?;
+    let filter = if let Some(id) = params.str("meter") {
+        Filter::Meter(caller.visible_meter(&state, id).await?.id)
+    } else if caller.role >= Role::Operator {
         Filter::All
     } else {
         match caller.customer_id.clone() {

@@ -171,6 +171,30 @@ pub(crate) fn assign_schema() -> Value {
     })
 }
 
+/// Records a registration change in the audit trail with the meter's settings after it.
+async fn audit_meter(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    meter: &Meter,
+) -> Result<(), ApiError> {
+    let opt = |o: Option<&str>| o.unwrap_or("-").to_owned();
+    crate::auth::audit(
+        state,
+        caller,
+        action,
+        &format!("meter:{}", meter.id),
+        &format!(
+            "status {}, customer {}, parent {}, site {}",
+            meter.status.as_str(),
+            opt(meter.customer.as_deref()),
+            opt(meter.parent.as_ref().map(|p| p.as_str())),
+            opt(meter.site.as_deref())
+        ),
+    )
+    .await
+}
+
 pub(crate) async fn register(
     caller: Caller,
     State(state): State<AppState>,
@@ -196,6 +220,7 @@ pub(crate) async fn register(
     apply(&state, &mut meter, update, true).await?;
     state.store.upsert_meter(&meter).await?;
     tracing::info!(meter = %id, by = %caller.username, "meter registered");
+    audit_meter(&state, &caller, "meter.register", &meter).await?;
     Ok((StatusCode::CREATED, Json(meter_json(&meter))))
 }
 
@@ -303,6 +328,7 @@ pub(crate) async fn update(
     apply(&state, &mut meter, req, false).await?;
     state.store.upsert_meter(&meter).await?;
     tracing::info!(meter = %meter.id, by = %caller.username, "meter updated");
+    audit_meter(&state, &caller, "meter.update", &meter).await?;
     Ok(Json(meter_json(&meter)))
 }
 
@@ -316,6 +342,7 @@ pub(crate) async fn deregister(
     meter.status = MeterStatus::Deregistered;
     state.store.upsert_meter(&meter).await?;
     tracing::info!(meter = %meter.id, by = %caller.username, "meter deregistered");
+    audit_meter(&state, &caller, "meter.deregister", &meter).await?;
     Ok(Json(meter_json(&meter)))
 }
 
@@ -346,5 +373,6 @@ pub(crate) async fn assign(
     apply(&state, &mut meter, update, false).await?;
     state.store.upsert_meter(&meter).await?;
     tracing::info!(meter = %meter.id, customer = ?meter.customer, by = %caller.username, "meter assigned");
+    audit_meter(&state, &caller, "meter.assign", &meter).await?;
     Ok(Json(meter_json(&meter)))
 }

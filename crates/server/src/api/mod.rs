@@ -204,6 +204,10 @@ fn build() -> Api {
                 "Server-sent events: records of every meter the caller may see, as they are stored",
                 Customer,
             )
+            .query(&[(
+                "meter",
+                "only this meter (404 when the caller may not see it)",
+            )])
             .response(
                 "text/event-stream",
                 "`records` events (JSON), `lagged` events when this subscriber fell behind, keep-alive comments",

@@ -101,7 +101,22 @@ pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Nex
     with_security_headers(&state, response)
 }
 
+/// Whether the path or query of `uri` holds an encoded NUL (`%00`). No identifier, time or
+/// filter of ours can contain one, and PostgreSQL text cannot store it: such a request is
+/// refused up front with a 400 rather than reaching a handler or the database.
+fn has_encoded_nul(uri: &axum::http::Uri) -> bool {
+    uri.path_and_query()
+        .is_some_and(|pq| pq.as_str().as_bytes().windows(3).any(|w| w == b"%00"))
+}
+
 async fn check_and_run(state: &AppState, req: Request, next: Next) -> Response {
+    if has_encoded_nul(req.uri()) {
+        return denied(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "the request's path or query contains a NUL character (%00)",
+        );
+    }
     let (mut parts, mut body) = req.into_parts();
     let stats = &state.auth.stats;
     let resolved = match crate::http::resolve_caller(&parts, state).await {

@@ -217,6 +217,24 @@ fn bad_login() -> ApiError {
     )
 }
 
+/// `s` with every control character other than newline and tab written as its Rust escape
+/// (`\u{0}`): what an attacker typed stays readable in the audit trail and storable in
+/// PostgreSQL, whose text cannot hold a NUL.
+pub(crate) fn printable(s: &str) -> String {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Appends one audit line (`outcome` e.g. `ok`, `failed`, `denied`). An audit line that cannot
 /// be written fails the call: callers of privileged actions should not go ahead unaudited.
 pub async fn audit_outcome(
@@ -231,12 +249,12 @@ pub async fn audit_outcome(
     let record = AuditRecord {
         id: 0,
         at_ms: crate::now_ms(),
-        actor: actor.to_owned(),
+        actor: printable(actor),
         remote: remote_text(remote),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        detail: detail.to_owned(),
-        outcome: outcome.to_owned(),
+        action: printable(action),
+        target: printable(target),
+        detail: printable(detail),
+        outcome: printable(outcome),
     };
     state.db.accounts().append_audit(&record).await?;
     tracing::info!(actor, action, target, detail, outcome, "audit");
@@ -281,8 +299,9 @@ pub async fn sign_in(
     let policy = &state.auth.policy;
     let now = crate::now_ms();
     let remote_s = remote_text(remote);
-    // Bound what lands in the attempts table and the log.
-    let name: String = username.chars().take(128).collect();
+    // Bound what lands in the attempts table and the log; control characters (a NUL cannot be
+    // stored in PostgreSQL text) are kept as their escapes, so no such name matches a user.
+    let name = printable(&username.chars().take(128).collect::<String>());
 
     if let Some(ip) = &remote_s {
         let (n, _) = accounts

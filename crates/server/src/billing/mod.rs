@@ -6,6 +6,7 @@
 //! store (the customer's tariff assignment, the 15-minute rollups of all the customer's meters)
 //! and stores its outputs.
 
+mod jobs;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,9 @@ pub use crate::store::{
     BillState, BillingStore, MessageStatus, NewMessage, NewPayment, NotificationPref, PaymentMode,
     PrepaidState, StoredBill, StoredBillLine, StoredMessage, StoredPayment, StoredTariff,
     TariffAssignment,
+};
+pub use jobs::{
+    BillingJobs, CycleRunState, MonthlyAt, run_cycle_if_due, run_prepaid_checks, spawn_jobs,
 };
 pub(crate) use routes::routes;
 
@@ -454,11 +458,16 @@ pub struct LiveBill {
     pub cycle: Cycle,
     /// Charges for consumption known up to `as_of`.
     pub to_date: Bill,
-    /// The whole cycle with the rest estimated.
-    pub projected: Bill,
+    /// The whole cycle with the rest estimated; `None` while the cycle has no reading yet
+    /// (nothing to estimate from; `method` says so).
+    pub projected: Option<Bill>,
     /// How the rest was estimated.
     pub method: &'static str,
 }
+
+/// What a live bill says instead of a projection while its cycle has no reading yet.
+pub const NO_PROJECTION: &str =
+    "no reading in this cycle yet: the projection starts with the first one";
 
 /// Bill to date and projection for the cycle containing `as_of` (the tariff's local date).
 pub async fn live_bill(
@@ -484,12 +493,23 @@ pub async fn live_bill_for(
 ) -> Result<LiveBill, Error> {
     let ct = customer_tariff(db, customer, cycle.start).await?;
     let input = cycle_input(db, customer, &ct.tariff, cycle, Some(as_of)).await?;
+    if input.readings.is_empty() {
+        // The fixed charges still accrue; the consumption cannot be projected from nothing.
+        let to_date = billing::bill_to_date(&ct.tariff, &input, as_of)
+            .map_err(|e| billing_error(&format!("bill to date of customer {customer}"), e))?;
+        return Ok(LiveBill {
+            cycle,
+            to_date,
+            projected: None,
+            method: NO_PROJECTION,
+        });
+    }
     let p = billing::project(&ct.tariff, &input, as_of)
         .map_err(|e| billing_error(&format!("projecting customer {customer}"), e))?;
     Ok(LiveBill {
         cycle,
         to_date: p.to_date,
-        projected: p.projected,
+        projected: Some(p.projected),
         method: p.method,
     })
 }

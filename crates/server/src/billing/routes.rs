@@ -203,7 +203,7 @@ async fn bill_to_date(
         "period_start": live.cycle.start.to_string(),
         "period_end": live.cycle.end.to_string(),
         "to_date": billing_bill_json(&live.to_date),
-        "projected": billing_bill_json(&live.projected),
+        "projected": live.projected.as_ref().map(billing_bill_json),
         "projection_method": live.method,
     })))
 }
@@ -269,6 +269,17 @@ async fn create_payment(
     )
     .await?;
     tracing::info!(customer = %id, payment = stored.id, by = %caller.username, "payment recorded");
+    crate::auth::audit(
+        &state,
+        &caller,
+        "payment.record",
+        &format!("customer:{id}"),
+        &format!(
+            "payment {} of {} by {} (reference {:?})",
+            stored.id, stored.payment.amount, stored.payment.method, stored.payment.reference
+        ),
+    )
+    .await?;
     let balance = super::settle(&state.db, &id, now_utc().date_naive()).await?;
     Ok((
         StatusCode::CREATED,
@@ -304,6 +315,25 @@ async fn run_cycle(
     let report =
         super::run_cycle(&state.db, &BillingConfig::default(), cycle, crate::now_ms()).await?;
     tracing::info!(by = %caller.username, issued = report.issued.len(), "bill run");
+    if let Some(n) = &state.notifier {
+        for bill in &report.issued {
+            n.raise_logged(&crate::notify::Incident::bill_issued(bill))
+                .await;
+        }
+    }
+    crate::auth::audit(
+        &state,
+        &caller,
+        "billing.run",
+        &format!("cycle:{start}..{end}"),
+        &format!(
+            "{} bills issued, {} already billed, {} failed",
+            report.issued.len(),
+            report.already_billed.len(),
+            report.failed.len()
+        ),
+    )
+    .await?;
     Ok(Json(json!({
         "issued": report.issued.iter().map(|b| bill_json(b, false)).collect::<Vec<_>>(),
         "already_billed": report.already_billed,
@@ -349,6 +379,9 @@ struct RerateQuery {
     /// Re-rate the issued bills of this tariff with the new revision.
     #[serde(default)]
     rerate: bool,
+    /// Why the tariff is stored or corrected, for the audit trail.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Creates a tariff or stores a corrected revision (body: the TOML text). Every revision is
@@ -391,6 +424,20 @@ async fn put_tariff(
             }
         }
     }
+    let why = q.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    crate::auth::audit(
+        &state,
+        &caller,
+        "tariff.put",
+        &format!("tariff:{id}"),
+        &format!(
+            "revision {revision} ({}); {} issued bills re-rated{}",
+            if revision == 1 { "new" } else { "correction" },
+            rerated.len(),
+            why.map(|r| format!("; reason: {r}")).unwrap_or_default()
+        ),
+    )
+    .await?;
     let status = if revision == 1 {
         StatusCode::CREATED
     } else {
@@ -441,6 +488,23 @@ async fn assign_tariff(
         })
         .await?;
     tracing::info!(customer = %id, tariff = %body.tariff, by = %caller.username, "tariff assigned");
+    crate::auth::audit(
+        &state,
+        &caller,
+        "tariff.assign",
+        &format!("customer:{id}"),
+        &format!(
+            "tariff {} from {valid_from}, {}{}",
+            body.tariff,
+            body.payment_mode,
+            if body.protected {
+                ", protected from disconnection"
+            } else {
+                ""
+            }
+        ),
+    )
+    .await?;
     Ok(Json(
         json!({"customer": id, "tariff": body.tariff, "valid_from": valid_from.to_string()}),
     ))
@@ -509,10 +573,16 @@ async fn put_pref(
             body.channel
         )));
     }
-    if body.channel == "webhook"
-        && !(body.target.starts_with("https://") || body.target.starts_with("http://"))
-    {
-        return Err(ApiError::invalid("a webhook target must be an http(s) URL"));
+    if body.channel == "webhook" && body.enabled {
+        // Server-side request forgery guard: only public http(s) hosts, unless the operator
+        // allows private ones ([notify] allow_private_webhooks). Checked again at delivery.
+        let allow_private = state
+            .notifier
+            .as_ref()
+            .is_some_and(|n| n.config().allow_private_webhooks);
+        crate::notify::check_webhook_target(&body.target, allow_private)
+            .await
+            .map_err(|e| ApiError::invalid(format!("target: {e}")))?;
     }
     if body.channel == "email" && !body.target.contains('@') {
         return Err(ApiError::invalid("an email target must be a mail address"));

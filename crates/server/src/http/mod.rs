@@ -71,6 +71,10 @@ pub struct AppState {
     pub metrics_public: bool,
     /// Session lifetimes, login limits and refusal counters (`crate::auth`).
     pub auth: Arc<crate::auth::AuthContext>,
+    /// Notifications raised by API actions (a bill run issues bills); also decides whether
+    /// webhook preferences may point at private addresses. `None`: no notifications, and
+    /// only public webhook targets are accepted.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl AppState {
@@ -88,7 +92,14 @@ impl AppState {
             command_wake: Arc::new(tokio::sync::Notify::new()),
             metrics_public: false,
             auth: crate::auth::AuthContext::new(crate::auth::AuthPolicy::default()),
+            notifier: None,
         }
+    }
+
+    /// Raises notifications through `notifier` (the server runtime's).
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(Arc::new(notifier));
+        self
     }
 
     /// Replaces the session lifetimes and login limits (fresh counters).

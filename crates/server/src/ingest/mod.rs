@@ -114,6 +114,11 @@ pub struct IngestConfig {
     pub live_capacity: usize,
     /// Recompute rollups after each group (off for raw-throughput benchmarks).
     pub rollups: bool,
+    /// Under a steady stream, rollups are recomputed at most this often (all dirty meters in
+    /// one transaction); when the queue runs dry they are recomputed after `rollup_idle`.
+    pub rollup_every: Duration,
+    /// How long the queue must stay empty before dirty rollups are recomputed.
+    pub rollup_idle: Duration,
 }
 
 impl Default for IngestConfig {
@@ -126,6 +131,8 @@ impl Default for IngestConfig {
             drift_note_ms: 5 * 60_000,
             live_capacity: 1024,
             rollups: true,
+            rollup_every: Duration::from_secs(1),
+            rollup_idle: Duration::from_millis(20),
         }
     }
 }
@@ -150,6 +157,7 @@ pub struct IngestStats {
     unknown_kinds: AtomicU64,
     deliveries: AtomicU64,
     write_failures: AtomicU64,
+    relayed: AtomicU64,
 }
 
 impl IngestStats {
@@ -176,6 +184,10 @@ impl IngestStats {
     /// Transactions that failed (their deliveries were not acknowledged).
     pub fn write_failures(&self) -> u64 {
         self.write_failures.load(Ordering::Relaxed)
+    }
+    /// Envelopes that opened after arriving through a neighbour's `relay` topic.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::Relaxed)
     }
 
     fn count(&self, result: &'static str, n: u64) {
@@ -345,7 +357,30 @@ impl Worker {
         if self.config.rollups {
             self.refresh_rollups().await;
         }
-        while let Some(first) = rx.recv().await {
+        // Rollups are derived data: recomputing them after every group would cost a
+        // transaction per group and re-read every dirty quarter hour each time. They are
+        // recomputed once the queue has been empty for `rollup_idle`, and at least every
+        // `rollup_every` under a steady stream; the dirty ranges are in the store, so a crash
+        // in between only delays them.
+        let mut dirty_since: Option<Instant> = None;
+        loop {
+            let first = match dirty_since {
+                Some(since) if since.elapsed() >= self.config.rollup_every => None,
+                Some(_) => match tokio::time::timeout(self.config.rollup_idle, rx.recv()).await {
+                    Ok(Some(d)) => Some(d),
+                    Ok(None) => break,
+                    Err(_) => None,
+                },
+                None => match rx.recv().await {
+                    Some(d) => Some(d),
+                    None => break,
+                },
+            };
+            let Some(first) = first else {
+                self.refresh_rollups().await;
+                dirty_since = None;
+                continue;
+            };
             let mut group = vec![first];
             while group.len() < self.config.max_deliveries_per_tx {
                 match rx.try_recv() {
@@ -353,7 +388,12 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            self.process(group).await;
+            if self.process(group).await && self.config.rollups && dirty_since.is_none() {
+                dirty_since = Some(Instant::now());
+            }
+        }
+        if dirty_since.is_some() {
+            self.refresh_rollups().await;
         }
     }
 
@@ -376,7 +416,8 @@ impl Worker {
         Ok(m)
     }
 
-    async fn process(&mut self, group: Vec<Delivery>) {
+    /// Writes one group; true when something was committed (rollups may be stale).
+    async fn process(&mut self, group: Vec<Delivery>) -> bool {
         let received_ms = crate::now_ms();
         let mut prepared = Vec::with_capacity(group.len());
         // Readings of this group not yet written, per (meter, boot), for the monotonic check.
@@ -416,7 +457,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(error = %e, deliveries = prepared.len(), "ingest transaction failed; deliveries not acknowledged, the broker will redeliver");
                 self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                return;
+                return false;
             }
         };
         // Committed: count, acknowledge, remember in the replay windows, publish.
@@ -464,13 +505,12 @@ impl Worker {
             p.ack.acknowledge();
             self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
         }
+        let wrote = !live.is_empty();
         for b in live {
             // No subscriber is fine: the records are stored.
             let _ = self.live.send(b);
         }
-        if self.config.rollups {
-            self.refresh_rollups().await;
-        }
+        wrote
     }
 
     async fn write_with_retry(&self, set: &WriteSet) -> Result<crate::WriteOutcome, Error> {
@@ -755,6 +795,9 @@ impl Worker {
             tracing::warn!(meter = %owner, drift_ms = d, "meter clock runs ahead of the server clock");
         }
         if let Some(relayer) = relayer {
+            // Counted, so an operator sees meters whose own link is down (seed 002's "routed").
+            self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("wattline_ingest_relayed_envelopes_total").increment(1);
             tracing::debug!(meter = %owner, %relayer, "envelope arrived by relay");
         }
         if !records.is_empty() {

@@ -204,6 +204,25 @@ pub fn write_secret_file(path: &Path, text: &str) -> Result<(), Error> {
         .map_err(|e| keystore_error(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Writes or replaces a secret file atomically: the text goes to a new 0600 file beside it,
+/// is synced, and is renamed over `path`, so a reader sees the old or the new secret, never a
+/// partial one, and the file is never readable by others.
+pub fn replace_secret_file(path: &Path, text: &str) -> Result<(), Error> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| keystore_error(format!("{} names no file", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = std::fs::remove_file(&tmp); // a leftover of a crashed earlier write
+    write_secret_file(&tmp, text)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        keystore_error(format!("cannot replace {}: {e}", path.display()))
+    })
+}
+
 /// Key store settings.
 #[derive(Debug, Clone)]
 pub struct KeyStoreConfig {

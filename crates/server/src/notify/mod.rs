@@ -3,7 +3,21 @@
 //! user's chosen channels — email over SMTP (lettre, rustls + ring), signed webhooks
 //! (HMAC-SHA256 over timestamp and body) and in-app messages — with per-incident merging, a
 //! rate limit and digests, so one incident never sends a thousand mails.
+//!
+//! Incidents come from the alarm jobs (a newly opened overload, tamper/theft, offline or
+//! power-quality alarm), the billing job (a bill issued, a prepaid low-credit warning) and the
+//! daily peak-consumption check; [`spawn_jobs`] delivers pending mail and webhooks and sends
+//! digests while the server runs. Webhook targets must resolve to public addresses unless the
+//! operator allows private ones ([`check_webhook_target`]).
 
+mod jobs;
+mod target;
+
+pub use jobs::{NotifyJobs, spawn_jobs};
+pub use target::{CheckedTarget, check_webhook_target, non_public_reason};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
@@ -85,6 +99,87 @@ pub struct Incident {
     pub at_ms: i64,
 }
 
+impl Rule {
+    /// The rule a newly opened alarm of `kind` notifies under (`None`: the kind notifies no one,
+    /// e.g. the limiter's emergency profile, which operators start themselves).
+    pub fn for_alarm(kind: crate::alarms::AlarmKind) -> Option<Rule> {
+        use crate::alarms::AlarmKind as K;
+        match kind {
+            K::Offline => Some(Rule::Offline),
+            K::Overload => Some(Rule::Overload),
+            K::Tamper | K::TheftBalance | K::TheftPattern => Some(Rule::Tamper),
+            K::PowerQuality => Some(Rule::PowerQuality),
+            K::Limiter => None,
+        }
+    }
+}
+
+impl Incident {
+    /// The incident of a newly opened alarm about a meter of `customer`; `None` for kinds that
+    /// notify no one. One alarm is one incident (its dedup key).
+    pub fn alarm(alarm: &crate::alarms::NewAlarm, customer: Option<String>) -> Option<Incident> {
+        let rule = Rule::for_alarm(alarm.kind)?;
+        Some(Incident {
+            rule,
+            customer,
+            key: format!("alarm:{}", alarm.dedup_key),
+            subject: format!(
+                "{} alarm at meter {}",
+                alarm.kind.as_str().replace('_', " "),
+                alarm.meter
+            ),
+            body: format!(
+                "{}\n\nSeverity: {}.",
+                alarm.message,
+                alarm.severity.as_str()
+            ),
+            at_ms: alarm.at_ms,
+        })
+    }
+
+    /// A bill was issued.
+    pub fn bill_issued(bill: &crate::billing::StoredBill) -> Incident {
+        // The stored cycle end is exclusive (the next cycle's first day); people read the last
+        // day billed.
+        let last_day = bill.cycle_end.pred_opt().unwrap_or(bill.cycle_end);
+        Incident {
+            rule: Rule::BillIssued,
+            customer: Some(bill.customer.clone()),
+            key: format!("bill:{}", bill.id),
+            subject: format!(
+                "Your bill for {} to {}: {} {}",
+                bill.cycle_start, last_day, bill.total, bill.currency
+            ),
+            body: format!(
+                "A bill of {} {} was issued for {} to {} ({:.1} kWh). Please pay by {}.",
+                bill.total,
+                bill.currency,
+                bill.cycle_start,
+                last_day,
+                bill.import_wh as f64 / 1000.0,
+                bill.due_date
+            ),
+            at_ms: bill.issued_ms,
+        }
+    }
+
+    /// A prepaid customer's credit is low or exhausted (the billing job decides when to warn:
+    /// at most once a day).
+    pub fn low_credit(outcome: &crate::billing::PrepaidOutcome, at_ms: i64) -> Incident {
+        Incident {
+            rule: Rule::LowCredit,
+            customer: Some(outcome.customer.clone()),
+            key: format!("credit:{}:{}", outcome.customer, at_ms / 86_400_000),
+            subject: format!("Low prepaid credit: {} left", outcome.balance),
+            body: format!(
+                "Your prepaid credit is {}. {}",
+                outcome.balance, outcome.explanation
+            ),
+            at_ms,
+        }
+    }
+}
+
 /// How mail leaves the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmtpSecurity {
@@ -127,6 +222,9 @@ pub struct NotifyConfig {
     pub rate_window_ms: i64,
     /// Delivery attempts before a message is marked failed.
     pub max_attempts: i64,
+    /// Allow webhooks to loopback, private, link-local and other non-public addresses (default
+    /// false: such targets are refused when saved and when delivered).
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for NotifyConfig {
@@ -138,8 +236,24 @@ impl Default for NotifyConfig {
             rate_limit: 5,
             rate_window_ms: 3_600_000,
             max_attempts: 5,
+            allow_private_webhooks: false,
         }
     }
+}
+
+/// What the notifier did since the process started. The same counts go to `/metrics` as
+/// `wattline_notify_{queued,raise_failed,delivered,delivery_failed}_total`.
+#[derive(Debug, Default)]
+pub struct NotifyStats {
+    /// Messages queued by incidents (not suppressed).
+    pub queued: AtomicU64,
+    /// Incidents that could not be fanned out (database error); the incident's source (alarm,
+    /// bill) is kept, only the message is missing.
+    pub raise_failures: AtomicU64,
+    /// Mail and webhook messages delivered.
+    pub delivered: AtomicU64,
+    /// Delivery attempts that failed.
+    pub delivery_failures: AtomicU64,
 }
 
 /// The header carrying a webhook's signature: `t=<unix seconds>,v1=<hex HMAC-SHA256>` over
@@ -210,7 +324,7 @@ pub struct DeliveryReport {
 pub struct Notifier {
     db: Database,
     config: NotifyConfig,
-    http: reqwest::Client,
+    stats: Arc<NotifyStats>,
 }
 
 impl Notifier {
@@ -219,12 +333,39 @@ impl Notifier {
         // The process uses ring as its one rustls provider (DESIGN §7); make sure it is
         // installed before the HTTP client builds its TLS configuration.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Unavailable(format!("webhook client: {e}"))))?;
-        Ok(Self { db, config, http })
+        // Build one client now so a broken TLS setup fails at start-up, not at the first
+        // webhook; deliveries build a client pinned to the checked addresses.
+        webhook_client(None).map_err(|e| Error::new(ErrorKind::Unavailable(e)))?;
+        Ok(Self {
+            db,
+            config,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &NotifyConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &NotifyStats {
+        &self.stats
+    }
+
+    /// [`raise`](Self::raise) for jobs whose own work must not depend on notifications: a
+    /// failure is logged and counted (`raise_failures`) and otherwise ignored.
+    pub async fn raise_logged(&self, incident: &Incident) -> usize {
+        match self.raise(incident).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.raise_failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("wattline_notify_raise_failed_total", "rule" => incident.rule.as_str())
+                    .increment(1);
+                tracing::warn!(rule = incident.rule.as_str(), incident = %incident.key, error = %e, "notification not raised");
+                0
+            }
+        }
     }
 
     /// Fans an incident out to every user whose preferences ask for its rule (and who may see
@@ -244,7 +385,7 @@ impl Notifier {
             let since =
                 incident.at_ms - self.config.merge_window_ms.max(self.config.rate_window_ms);
             let recent = store
-                .user_messages(&pref.username, &pref.channel, since, 1_000)
+                .unsuppressed_messages(&pref.username, &pref.channel, since)
                 .await?;
             let same_rule: Vec<&StoredMessage> = recent
                 .iter()
@@ -286,6 +427,11 @@ impl Notifier {
                 queued += 1;
             }
         }
+        self.stats
+            .queued
+            .fetch_add(queued as u64, Ordering::Relaxed);
+        metrics::counter!("wattline_notify_queued_total", "rule" => incident.rule.as_str())
+            .increment(queued as u64);
         Ok(queued)
     }
 
@@ -369,6 +515,11 @@ impl Notifier {
             .messages_with_status(MessageStatus::Pending, 500)
             .await?
         {
+            if m.message.channel == "email" && self.config.smtp.is_none() {
+                // The email channel is off ([notify] without smtp_host, warned at start): the
+                // mail waits, pending and without using up its attempts, until it is configured.
+                continue;
+            }
             let result = match m.message.channel.as_str() {
                 "email" => self.send_mail(&m).await,
                 "webhook" => self.send_webhook(&m, now_ms).await,
@@ -380,6 +531,9 @@ impl Notifier {
                         .finish_message(m.id, MessageStatus::Sent, None, now_ms)
                         .await?;
                     report.sent += 1;
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("wattline_notify_delivered_total", "channel" => m.message.channel.clone())
+                        .increment(1);
                 }
                 Err(e) => {
                     tracing::warn!(message = m.id, channel = %m.message.channel, error = %e, "notification not delivered");
@@ -390,6 +544,9 @@ impl Notifier {
                     };
                     store.finish_message(m.id, status, Some(&e), now_ms).await?;
                     report.failed += 1;
+                    self.stats.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("wattline_notify_delivery_failed_total", "channel" => m.message.channel.clone())
+                        .increment(1);
                 }
             }
         }
@@ -454,9 +611,13 @@ impl Notifier {
         }))
         .map_err(|e| format!("encoding the webhook body: {e}"))?;
         let signature = sign_webhook(&self.config.webhook_secret, now_ms / 1000, &body);
-        let resp = self
-            .http
-            .post(&m.message.target)
+        // Checked again at delivery: the name may resolve elsewhere than when it was saved.
+        let target = check_webhook_target(&m.message.target, self.config.allow_private_webhooks)
+            .await
+            .map_err(|e| format!("webhook to {}: {e}", host_of(&m.message.target)))?;
+        let client = webhook_client(Some(&target))?;
+        let resp = client
+            .post(target.url.clone())
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, signature)
             .body(body)
@@ -482,6 +643,20 @@ impl Notifier {
     }
 }
 
+/// The webhook HTTP client: no redirects (a redirect could lead to a private address), a
+/// timeout, and — for a checked target — connections only to the addresses that were checked.
+fn webhook_client(target: Option<&CheckedTarget>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(t) = target
+        && t.host.parse::<std::net::IpAddr>().is_err()
+    {
+        builder = builder.resolve_to_addrs(&t.host, &t.addrs);
+    }
+    builder.build().map_err(|e| format!("webhook client: {e}"))
+}
+
 fn host_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .ok()
@@ -489,11 +664,13 @@ fn host_of(url: &str) -> String {
         .unwrap_or_else(|| "(invalid URL)".into())
 }
 
-/// The meter-watch job (entry point for the runtime, every few minutes): raises incidents for
-/// meters that stopped reporting, limiter cut-offs (overload), tamper events, and power
-/// quality out of range (EN 50160: THD above 8 %, voltage outside 230 V ± 10 %) seen in
-/// `[from_ms, to_ms)`.
-pub async fn watch_meters(
+/// The power-quality watch (run by the notification job, `notify::spawn_jobs`): raises "power
+/// quality out of range" for every active meter with a reading in `[from_ms, to_ms)` whose
+/// voltage THD is above 8 % or whose voltage is outside 230 V ± 10 % (EN 50160). Meters do not
+/// report these as events, so the readings are looked at here; offline, overload and tamper
+/// notifications come from the alarm jobs instead. Repeats of one meter's incident within the
+/// merge window are merged by [`Notifier::raise`].
+pub async fn watch_power_quality(
     notifier: &Notifier,
     store: &dyn Store,
     from_ms: i64,
@@ -505,40 +682,6 @@ pub async fn watch_meters(
             continue;
         }
         let id = m.id.to_string();
-        let customer = m.customer.clone();
-        let mut incidents = Vec::new();
-        let quiet_ms = (i64::from(m.reporting_interval_s) * 3_000).max(900_000);
-        if let Some(seen) = m.last_seen_ms
-            && to_ms - seen > quiet_ms
-        {
-            incidents.push((
-                Rule::Offline,
-                format!("meter:{id}:offline:{seen}"),
-                format!("Meter {id} stopped reporting"),
-                format!(
-                    "Nothing arrived from meter {id} for {} minutes (data route damaged?).",
-                    (to_ms - seen) / 60_000
-                ),
-            ));
-        }
-        for e in store.events(&m.id, from_ms, to_ms).await? {
-            let class = crate::event_class_name(e.event.class);
-            let rule = match class {
-                "limiter" => Rule::Overload,
-                "tamper" => Rule::Tamper,
-                "power_quality" => Rule::PowerQuality,
-                _ => continue,
-            };
-            incidents.push((
-                rule,
-                format!("meter:{id}:{class}:{}", e.event.code),
-                format!("Meter {id}: {class} event {}", e.event.code),
-                format!(
-                    "Meter {id} reported the {class} event {} at {} ms.",
-                    e.event.code, e.t_ms
-                ),
-            ));
-        }
         let readings = store.readings(&m.id, from_ms, to_ms, 5_000).await?;
         let bad = readings.iter().find(|r| {
             r.reading.phases.iter().any(|p| {
@@ -546,24 +689,16 @@ pub async fn watch_meters(
             })
         });
         if let Some(r) = bad {
-            incidents.push((
-                Rule::PowerQuality,
-                format!("meter:{id}:power-quality"),
-                format!("Power quality out of range at meter {id}"),
-                format!(
-                    "Meter {id} measured voltage or THD outside EN 50160 limits (first at {} ms).",
-                    r.t_ms
-                ),
-            ));
-        }
-        for (rule, key, subject, body) in incidents {
             raised += notifier
                 .raise(&Incident {
-                    rule,
-                    customer: customer.clone(),
-                    key,
-                    subject,
-                    body,
+                    rule: Rule::PowerQuality,
+                    customer: m.customer.clone(),
+                    key: format!("meter:{id}:power-quality"),
+                    subject: format!("Power quality out of range at meter {id}"),
+                    body: format!(
+                        "Meter {id} measured voltage or THD outside EN 50160 limits (first at {} ms).",
+                        r.t_ms
+                    ),
                     at_ms: to_ms,
                 })
                 .await?;
@@ -632,4 +767,4 @@ pub async fn watch_peak_consumption(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

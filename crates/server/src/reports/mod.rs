@@ -2,7 +2,10 @@
 //! chart) and CSV; consumption by customer, area (site) and period with import/export for solar
 //! customers and a power-quality summary, as CSV and PDF; the monthly scheduled run.
 
+mod jobs;
 pub mod pdf;
+
+pub use jobs::{MONTHLY_RUN_HOUR_UTC, run_monthly_if_missing, spawn_jobs};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -406,11 +409,194 @@ pub fn consumption_pdf(rows: &[ConsumptionRow], from: NaiveDate, to: NaiveDate) 
     doc.render()
 }
 
+/// One theft or tamper case in a theft-cases report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseRow {
+    /// Case number.
+    pub id: i64,
+    /// The suspect meter.
+    pub meter: String,
+    /// Its customer and site (empty when none).
+    pub customer: String,
+    pub site: String,
+    /// `open`, `inspecting`, `confirmed` or `dismissed`.
+    pub state: &'static str,
+    /// What the case is about (the first alarm's message).
+    pub title: String,
+    /// Kinds of evidence (`theft_balance`, `tamper`, `pattern`), joined with `+`.
+    pub evidence: String,
+    /// Share of the observed energy unexplained, % (energy-balance cases).
+    pub unexplained_pct: Option<f64>,
+    /// Pattern score (0–1) when the case came from scoring.
+    pub score: Option<f64>,
+    /// When it was opened and last changed, Unix ms UTC.
+    pub opened_ms: i64,
+    pub updated_ms: i64,
+    /// Who works on it.
+    pub assignee: String,
+}
+
+/// The theft and tamper cases opened in `[from, to)`, plus those still open or under inspection
+/// from before (an open case stays on every report until it is settled), oldest first.
+pub async fn theft_cases(
+    db: &crate::Database,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<CaseRow>, Error> {
+    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+    let store = db.store();
+    let cases = db
+        .alarms()
+        .cases(&crate::alarms::CaseFilter {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await?;
+    let mut rows = Vec::new();
+    for c in cases {
+        let in_period = (from_ms..to_ms).contains(&c.opened_ms);
+        let unsettled = c.opened_ms < to_ms && !c.state.is_final();
+        if !(in_period || unsettled) {
+            continue;
+        }
+        let meter = match schema::MeterId::parse(&c.meter) {
+            Ok(id) => store.meter(&id).await?,
+            Err(_) => None,
+        };
+        let items = c.evidence["items"].as_array().cloned().unwrap_or_default();
+        let mut kinds: Vec<String> = items
+            .iter()
+            .filter_map(|i| i["kind"].as_str().map(str::to_owned))
+            .collect();
+        kinds.dedup();
+        let unexplained_pct = items
+            .iter()
+            .filter_map(|i| i["unexplained_pct"].as_f64())
+            .reduce(f64::max);
+        rows.push(CaseRow {
+            id: c.id,
+            customer: meter
+                .as_ref()
+                .and_then(|m| m.customer.clone())
+                .unwrap_or_default(),
+            site: meter.and_then(|m| m.site).unwrap_or_default(),
+            meter: c.meter,
+            state: c.state.as_str(),
+            title: c.title,
+            evidence: kinds.join("+"),
+            unexplained_pct,
+            score: c.score,
+            opened_ms: c.opened_ms,
+            updated_ms: c.updated_ms,
+            assignee: c.assignee.unwrap_or_default(),
+        });
+    }
+    rows.sort_by_key(|r| (r.opened_ms, r.id));
+    Ok(rows)
+}
+
+fn utc_text(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// The theft-cases report as CSV.
+pub fn theft_cases_csv(rows: &[CaseRow]) -> String {
+    let mut out = String::from(
+        "case,meter,customer,site,state,evidence,unexplained_pct,score,opened_utc,updated_utc,assignee,title\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.id,
+            csv_field(&r.meter),
+            csv_field(&r.customer),
+            csv_field(&r.site),
+            r.state,
+            csv_field(&r.evidence),
+            r.unexplained_pct
+                .map(|p| format!("{p:.2}"))
+                .unwrap_or_default(),
+            r.score.map(|s| format!("{s:.3}")).unwrap_or_default(),
+            utc_text(r.opened_ms),
+            utc_text(r.updated_ms),
+            csv_field(&r.assignee),
+            csv_field(&r.title)
+        );
+    }
+    out
+}
+
+/// The theft-cases report as PDF: cases per state, a chart of them, and the case table.
+pub fn theft_cases_pdf(rows: &[CaseRow], from: NaiveDate, to: NaiveDate) -> Vec<u8> {
+    let mut doc = Document::new(format!("Theft cases {from} to {to}"));
+    doc.heading(format!("Theft and tamper cases {from} to {to} (exclusive)"));
+    doc.line("Cases opened in the period, and older cases still open or under inspection.");
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in ["open", "inspecting", "confirmed", "dismissed"] {
+        by_state.insert(s, 0);
+    }
+    for r in rows {
+        *by_state.entry(r.state).or_default() += 1;
+    }
+    let summary: Vec<String> = by_state.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    doc.gap(4.0).line(summary.join("   "));
+    let cols = [0.0, 40.0, 130.0, 210.0, 280.0, 370.0];
+    doc.gap(6.0).row(
+        &[
+            (cols[0], "Case"),
+            (cols[1], "Meter"),
+            (cols[2], "Customer"),
+            (cols[3], "State"),
+            (cols[4], "Evidence"),
+            (cols[5], "Opened"),
+        ],
+        true,
+    );
+    for r in rows {
+        let (id, opened) = (r.id.to_string(), utc_text(r.opened_ms));
+        let evidence = match r.unexplained_pct {
+            Some(p) => format!("{} {p:.1} %", r.evidence),
+            None => r.evidence.clone(),
+        };
+        doc.row(
+            &[
+                (cols[0], &id),
+                (cols[1], &r.meter),
+                (cols[2], &r.customer),
+                (cols[3], r.state),
+                (cols[4], &evidence),
+                (cols[5], &opened),
+            ],
+            false,
+        );
+    }
+    if rows.is_empty() {
+        doc.line("No cases.");
+    }
+    doc.gap(10.0).chart(Chart {
+        title: "Cases by state".into(),
+        unit: "cases".into(),
+        bars: by_state
+            .iter()
+            .map(|(s, n)| Bar {
+                label: (*s).to_owned(),
+                value: *n as f64,
+            })
+            .collect(),
+    });
+    doc.render()
+}
+
 /// The monthly scheduled run (job entry point for the runtime's scheduler): writes the
-/// consumption report of the previous UTC calendar month as `consumption-YYYY-MM.csv` and
-/// `.pdf` into `out_dir`. Running it twice for one month rewrites the same files.
+/// consumption report and the theft-cases report of the previous UTC calendar month as
+/// `consumption-YYYY-MM.csv`/`.pdf` and `theft-cases-YYYY-MM.csv`/`.pdf` into `out_dir`.
+/// Running it twice for one month rewrites the same files.
 pub async fn run_monthly(
-    store: &dyn Store,
+    db: &crate::Database,
     out_dir: &std::path::Path,
     now_ms: i64,
 ) -> Result<Vec<std::path::PathBuf>, Error> {
@@ -426,8 +612,10 @@ pub async fn run_monthly(
         .ok_or_else(|| Error::invalid("no previous month"))?;
     let from = Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0).expect("midnight"));
     let to = Utc.from_utc_datetime(&this_month.and_hms_opt(0, 0, 0).expect("midnight"));
-    let rows = consumption(store, from, to).await?;
-    let stem = format!("consumption-{:04}-{:02}", first.year(), first.month());
+    let rows = consumption(db.store().as_ref(), from, to).await?;
+    let cases = theft_cases(db, from, to).await?;
+    let month = format!("{:04}-{:02}", first.year(), first.month());
+    let stem = format!("consumption-{month}");
     let io = |e: std::io::Error| {
         Error::new(crate::ErrorKind::Unavailable(format!(
             "cannot write reports to {}: {e}",
@@ -439,7 +627,11 @@ pub async fn run_monthly(
     let pdf = out_dir.join(format!("{stem}.pdf"));
     std::fs::write(&csv, consumption_csv(&rows)).map_err(io)?;
     std::fs::write(&pdf, consumption_pdf(&rows, first, this_month)).map_err(io)?;
-    Ok(vec![csv, pdf])
+    let cases_csv = out_dir.join(format!("theft-cases-{month}.csv"));
+    let cases_pdf = out_dir.join(format!("theft-cases-{month}.pdf"));
+    std::fs::write(&cases_csv, theft_cases_csv(&cases)).map_err(io)?;
+    std::fs::write(&cases_pdf, theft_cases_pdf(&cases, first, this_month)).map_err(io)?;
+    Ok(vec![csv, pdf, cases_csv, cases_pdf])
 }
 
 #[cfg(test)]

@@ -139,14 +139,10 @@ async fn consumption_report_groups_by_customer_and_site_and_runs_monthly() {
         std::process::id(),
         crate::now_ms()
     ));
-    let files = super::run_monthly(
-        db.store().as_ref(),
-        &dir,
-        utc("2026-03-05T00:00:00Z").timestamp_millis(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(files.len(), 2);
+    let files = super::run_monthly(db, &dir, utc("2026-03-05T00:00:00Z").timestamp_millis())
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 4);
     assert!(files[0].ends_with("consumption-2026-02.csv"));
     let pdf = std::fs::read(&files[1]).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -313,4 +309,141 @@ async fn bill_routes_serve_json_pdf_csv_and_hide_other_customers_bills() {
     let put: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(put["revision"], 2);
     assert_eq!(put["rerated"].as_array().unwrap().len(), 2);
+}
+
+/// Raises an alarm on `meter` at `at_ms` and files it as case evidence; returns the case id.
+async fn case(db: &crate::Database, meter: &str, kind: &str, at_ms: i64, pct: Option<f64>) -> i64 {
+    use crate::alarms::{AlarmKind, AlarmScope, AlarmSeverity, CaseEvidence, NewAlarm};
+    let alarms = db.alarms();
+    let alarm = alarms
+        .raise_alarm(&NewAlarm {
+            meter: meter.into(),
+            kind: if kind == "tamper" {
+                AlarmKind::Tamper
+            } else {
+                AlarmKind::TheftBalance
+            },
+            severity: AlarmSeverity::High,
+            dedup_key: format!("{kind}:{meter}:{at_ms}"),
+            scope: AlarmScope::Episode,
+            at_ms,
+            message: format!("{kind} at {meter}"),
+            details: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    let mut item = serde_json::json!({ "kind": kind });
+    if let Some(p) = pct {
+        item["unexplained_pct"] = p.into();
+    }
+    let (case, _) = alarms
+        .file_case_evidence(&CaseEvidence {
+            alarm_id: alarm.alarm.id,
+            meter: meter.into(),
+            title: format!("{kind} at {meter}"),
+            score: None,
+            item,
+            at_ms,
+        })
+        .await
+        .unwrap();
+    case.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn theft_cases_report_lists_the_period_and_what_is_still_open() {
+    use crate::alarms::CaseState;
+    let t = sqlite_db().await;
+    let db = &t.db;
+    let (from, to) = (utc("2026-02-01T00:00:00Z"), utc("2026-03-01T00:00:00Z"));
+    load_meter(db, "house-7", "cust-7", "UTC", from, to, |_| 50.0).await;
+    let ms = |s: &str| utc(s).timestamp_millis();
+    // Before the period: one still under inspection (listed), one dismissed (not listed).
+    let old_open = case(
+        db,
+        "house-7",
+        "theft_balance",
+        ms("2026-01-10T00:00:00Z"),
+        Some(18.0),
+    )
+    .await;
+    let old_done = case(db, "house-8", "tamper", ms("2026-01-11T00:00:00Z"), None).await;
+    let alarms = db.alarms();
+    alarms
+        .transition_case(
+            old_open,
+            CaseState::Inspecting,
+            "olga",
+            "visit booked",
+            Some("olga"),
+            ms("2026-01-12T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    alarms
+        .transition_case(
+            old_done,
+            CaseState::Dismissed,
+            "olga",
+            "meter fault",
+            None,
+            ms("2026-01-12T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    // In the period: a confirmed magnet case. After it: not listed.
+    let magnet = case(db, "house-9", "tamper", ms("2026-02-14T10:00:00Z"), None).await;
+    alarms
+        .transition_case(
+            magnet,
+            CaseState::Inspecting,
+            "olga",
+            "visit",
+            None,
+            ms("2026-02-15T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    alarms
+        .transition_case(
+            magnet,
+            CaseState::Confirmed,
+            "olga",
+            "magnet found on the meter",
+            None,
+            ms("2026-02-16T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    case(db, "house-10", "tamper", ms("2026-03-02T00:00:00Z"), None).await;
+
+    let rows = super::theft_cases(db, from, to).await.unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [old_open, magnet], "{rows:#?}");
+    assert_eq!(rows[0].state, "inspecting");
+    assert_eq!(rows[0].customer, "cust-7");
+    assert_eq!(rows[0].unexplained_pct, Some(18.0));
+    assert_eq!(rows[0].assignee, "olga");
+    assert_eq!(
+        (rows[1].state, rows[1].evidence.as_str()),
+        ("confirmed", "tamper")
+    );
+    let csv = super::theft_cases_csv(&rows);
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(
+        csv.contains(",house-7,cust-7,feeder-1,inspecting,theft_balance,18.00,"),
+        "{csv}"
+    );
+    let pdf = super::theft_cases_pdf(&rows, from.date_naive(), to.date_naive());
+    if let Some(text) = pdf_text(&pdf) {
+        assert!(
+            text.contains("Theft and tamper cases 2026-02-01 to 2026-03-01"),
+            "{text}"
+        );
+        assert!(
+            text.contains("house-9") && text.contains("confirmed"),
+            "{text}"
+        );
+        assert!(text.contains("Cases by state"), "{text}");
+    }
 }

@@ -23,7 +23,7 @@ use chrono_tz::Tz;
 use schema::{EnergyCounters, MeterId};
 
 use crate::store::{counters_array, counters_from};
-use crate::{Error, Resolution, Rollup, RollupInputs, Store};
+use crate::{Error, Resolution, Rollup, RollupInputs, RollupLevel, RollupUpdate, Store};
 
 /// Start (Unix ms UTC) of the `resolution` bucket that contains `t_ms`, in `tz`.
 pub fn bucket_start(resolution: Resolution, tz: Tz, t_ms: i64) -> i64 {
@@ -162,14 +162,16 @@ pub fn aggregate(children: &[Rollup], level: Resolution, tz: Tz) -> Vec<Rollup> 
     buckets.into_values().collect()
 }
 
-/// Recomputes every level for readings of `meter` ending in `[from_ms, to_ms]`.
-pub async fn refresh(
+/// Computes (reading only) the new rows of every level for readings of `meter` ending in
+/// `[from_ms, to_ms]`. A coarser level sums the stored children outside the recomputed span
+/// and the new children inside it, so all levels can be written in one transaction.
+pub async fn plan(
     store: &dyn Store,
     meter: &MeterId,
     tz: Tz,
     from_ms: i64,
     to_ms: i64,
-) -> Result<(), Error> {
+) -> Result<Vec<RollupLevel>, Error> {
     let mut lo = bucket_start(Resolution::Min15, tz, from_ms - 1);
     let mut hi = next_bucket_start(
         Resolution::Min15,
@@ -177,32 +179,63 @@ pub async fn refresh(
         bucket_start(Resolution::Min15, tz, to_ms.max(from_ms) - 1),
     );
     let inputs = store.rollup_inputs(meter, lo, hi).await?;
-    let rows = quarter_hours(&inputs, tz);
-    store
-        .replace_rollups(meter, Resolution::Min15, lo, hi, &rows)
-        .await?;
+    let mut levels = vec![RollupLevel {
+        resolution: Resolution::Min15,
+        from_ms: lo,
+        to_ms: hi,
+        rows: quarter_hours(&inputs, tz),
+    }];
     for pair in Resolution::ALL.windows(2) {
         let (child, level) = (pair[0], pair[1]);
+        let (child_lo, child_hi) = (lo, hi);
         lo = bucket_start(level, tz, lo);
         hi = next_bucket_start(level, tz, bucket_start(level, tz, hi - 1));
-        let children = store.rollups(meter, child, lo, hi).await?;
-        let rows = aggregate(&children, level, tz);
-        store.replace_rollups(meter, level, lo, hi, &rows).await?;
+        let mut children: Vec<Rollup> = store
+            .rollups(meter, child, lo, hi)
+            .await?
+            .into_iter()
+            .filter(|c| c.start_ms < child_lo || c.start_ms >= child_hi)
+            .collect();
+        children.extend(
+            levels
+                .last()
+                .expect("the finest level")
+                .rows
+                .iter()
+                .cloned(),
+        );
+        children.sort_by_key(|c| c.start_ms);
+        levels.push(RollupLevel {
+            resolution: level,
+            from_ms: lo,
+            to_ms: hi,
+            rows: aggregate(&children, level, tz),
+        });
     }
-    Ok(())
+    Ok(levels)
 }
 
+/// Most meters whose rollups one transaction settles.
+const REFRESH_CHUNK: usize = 256;
+
 /// Recomputes the rollups of every dirty range the store recorded (after a crash too) and
-/// clears them. Returns how many ranges were refreshed.
+/// clears them, a chunk of meters per transaction. Returns how many ranges were refreshed.
 pub async fn refresh_dirty(store: &dyn Store) -> Result<usize, Error> {
     let ranges = store.dirty_ranges().await?;
-    for range in &ranges {
-        let tz = match store.meter(&range.meter).await? {
-            Some(m) => m.tz()?,
-            None => Tz::UTC,
-        };
-        refresh(store, &range.meter, tz, range.from_ms, range.to_ms).await?;
-        store.clear_dirty(range).await?;
+    for chunk in ranges.chunks(REFRESH_CHUNK) {
+        let mut updates = Vec::with_capacity(chunk.len());
+        for range in chunk {
+            let tz = match store.meter(&range.meter).await? {
+                Some(m) => m.tz()?,
+                None => Tz::UTC,
+            };
+            updates.push(RollupUpdate {
+                meter: range.meter.clone(),
+                levels: plan(store, &range.meter, tz, range.from_ms, range.to_ms).await?,
+                clear: Some(range.clone()),
+            });
+        }
+        store.apply_rollups(&updates).await?;
     }
     Ok(ranges.len())
 }

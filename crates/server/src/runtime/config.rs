@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The whole server configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// The data directory: PKI files and the master key as `wattline pki init` writes them
@@ -34,7 +34,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub store: StoreConfig,
     /// How meters' MQTT messages reach the server.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "mqtt_with_default_mode")]
     pub mqtt: MqttConfig,
     /// The web pages and the JSON API.
     #[serde(default)]
@@ -45,6 +45,22 @@ pub struct ServerConfig {
     /// How long raw readings are kept.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// The monthly bill run and the prepaid credit checks.
+    #[serde(default)]
+    pub billing: super::automation::BillingSection,
+    /// Notification delivery: SMTP, webhooks, digests and rate limits.
+    #[serde(default)]
+    pub notify: super::automation::NotifySection,
+    /// The monthly consumption report.
+    #[serde(default)]
+    pub reports: super::automation::ReportsSection,
+    /// Theft, tamper and supervision alarms (intervals, energy-balance network, pattern
+    /// scoring); every key has a production default, see [`crate::alarms::AlarmConfig`].
+    #[serde(default)]
+    pub alarms: crate::alarms::AlarmConfig,
+    /// DLMS/COSEM meters the server polls (`[[dlms.meters]]`); absent: none.
+    #[serde(default, deserialize_with = "crate::dlms::deserialize_section")]
+    pub dlms: crate::dlms::DlmsSection,
 }
 
 /// The `[store]` section: `backend = "sqlite"` (default) or `backend = "postgres"`.
@@ -89,69 +105,111 @@ const fn default_pool_size() -> usize {
 }
 
 /// The `[mqtt]` section: `mode = "embedded"` (default) or `mode = "external"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MqttConfig {
     /// The built-in broker: meters connect to the server itself over mutual TLS.
-    Embedded {
-        /// Listen address (default `0.0.0.0:8883`).
-        #[serde(default = "default_mqtt_listen")]
-        listen: SocketAddr,
-        /// The broker's certificate, PEM (default `DATA_DIR/pki/broker.pem`).
-        #[serde(default)]
-        cert_file: Option<PathBuf>,
-        /// Its private key, PEM, mode 0600 (default `DATA_DIR/pki/broker.key`).
-        #[serde(default)]
-        key_file: Option<PathBuf>,
-        /// The CA meters' client certificates must chain to (default `DATA_DIR/pki/ca.pem`).
-        #[serde(default)]
-        ca_file: Option<PathBuf>,
-        /// Listen with plain TCP instead of TLS: no encryption, the MQTT client id is trusted
-        /// as the meter's identity. Closed lab networks only; logs a warning (default false).
-        #[serde(default)]
-        allow_plain: bool,
-        /// PUBLISHes per connection waiting for the database commit (default 64).
-        #[serde(default = "default_max_unacked")]
-        max_unacked_per_connection: usize,
-    },
+    Embedded(EmbeddedMqtt),
     /// An external broker (e.g. Mosquitto, EMQX): the server consumes through a shared
     /// subscription with manual acknowledgement, so several servers can share the load.
-    External {
-        /// Broker host.
-        host: String,
-        /// Broker port (default 8883).
-        #[serde(default = "default_external_port")]
-        port: u16,
-        /// This server instance's MQTT client id (unique per instance).
-        client_id: String,
-        /// Shared-subscription group name (default `wattline`).
-        #[serde(default = "default_group")]
-        group: String,
-        /// Use TLS (default true). With TLS the server presents a client certificate.
-        #[serde(default = "default_true")]
-        tls: bool,
-        /// CA the broker's certificate must chain to (default `DATA_DIR/pki/ca.pem`).
-        #[serde(default)]
-        ca_file: Option<PathBuf>,
-        /// This instance's client certificate, PEM (required with TLS).
-        #[serde(default)]
-        cert_file: Option<PathBuf>,
-        /// Its key, PEM, mode 0600 (required with TLS).
-        #[serde(default)]
-        key_file: Option<PathBuf>,
-    },
+    External(ExternalMqtt),
+}
+
+/// `[mqtt]` with `mode = "embedded"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedMqtt {
+    /// Listen address (default `0.0.0.0:8883`).
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: SocketAddr,
+    /// The broker's certificate, PEM (default `DATA_DIR/pki/broker.pem`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM, mode 0600 (default `DATA_DIR/pki/broker.key`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The CA meters' client certificates must chain to (default `DATA_DIR/pki/ca.pem`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Listen with plain TCP instead of TLS: no encryption, the MQTT client id is trusted
+    /// as the meter's identity. Closed lab networks only; logs a warning (default false).
+    #[serde(default)]
+    pub allow_plain: bool,
+    /// PUBLISHes per connection waiting for the database commit (default 64).
+    #[serde(default = "default_max_unacked")]
+    pub max_unacked_per_connection: usize,
+}
+
+/// `[mqtt]` with `mode = "external"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalMqtt {
+    /// Broker host.
+    pub host: String,
+    /// Broker port (default 8883).
+    #[serde(default = "default_external_port")]
+    pub port: u16,
+    /// This server instance's MQTT client id (unique per instance).
+    pub client_id: String,
+    /// Shared-subscription group name (default `wattline`).
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Use TLS (default true). With TLS the server presents a client certificate.
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// CA the broker's certificate must chain to (default `DATA_DIR/pki/ca.pem`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This instance's client certificate, PEM (required with TLS).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its key, PEM, mode 0600 (required with TLS).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Reads `[mqtt]`: `mode` picks the variant (missing: `"embedded"`, the documented default, so
+/// a section that only moves the embedded broker's `listen` needs no `mode` line), and the
+/// rest is read through serde_path_to_error so a bad value names its key (`[mqtt] listen: ...`).
+fn mqtt_with_default_mode<'de, D>(d: D) -> Result<MqttConfig, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let mut table = toml::Table::deserialize(d)?;
+    let mode = match table.remove("mode") {
+        None => "embedded".to_owned(),
+        Some(toml::Value::String(m)) => m,
+        Some(other) => {
+            return Err(D::Error::custom(format!(
+                "[mqtt] mode: expected \"embedded\" or \"external\", got a {}",
+                other.type_str()
+            )));
+        }
+    };
+    fn read<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+        serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| format!("[mqtt] {}: {}", e.path(), e.inner()))
+    }
+    match mode.as_str() {
+        "embedded" => read(table).map(MqttConfig::Embedded),
+        "external" => read(table).map(MqttConfig::External),
+        other => Err(format!(
+            "[mqtt] mode: expected \"embedded\" or \"external\", got {other:?}"
+        )),
+    }
+    .map_err(D::Error::custom)
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        MqttConfig::Embedded {
+        MqttConfig::Embedded(EmbeddedMqtt {
             listen: default_mqtt_listen(),
             cert_file: None,
             key_file: None,
             ca_file: None,
             allow_plain: false,
             max_unacked_per_connection: default_max_unacked(),
-        }
+        })
     }
 }
 
@@ -330,18 +388,18 @@ impl ServerConfig {
             fix_opt(password_file);
         }
         match &mut self.mqtt {
-            MqttConfig::Embedded {
+            MqttConfig::Embedded(EmbeddedMqtt {
                 cert_file,
                 key_file,
                 ca_file,
                 ..
-            }
-            | MqttConfig::External {
+            })
+            | MqttConfig::External(ExternalMqtt {
                 cert_file,
                 key_file,
                 ca_file,
                 ..
-            } => {
+            }) => {
                 fix_opt(cert_file);
                 fix_opt(key_file);
                 fix_opt(ca_file);
@@ -350,6 +408,9 @@ impl ServerConfig {
         fix_opt(&mut self.http.tls_cert_file);
         fix_opt(&mut self.http.tls_key_file);
         fix_opt(&mut self.http.admin_token_file);
+        self.notify.resolve_paths(fix_opt);
+        fix_opt(&mut self.reports.dir);
+        self.dlms.resolve_paths(fix_opt);
     }
 
     /// Range and consistency checks; the message names the key.
@@ -374,24 +435,24 @@ impl ServerConfig {
             }
         }
         match &self.mqtt {
-            MqttConfig::Embedded {
+            MqttConfig::Embedded(EmbeddedMqtt {
                 max_unacked_per_connection,
                 ..
-            } => {
+            }) => {
                 if !(1..=65_535).contains(max_unacked_per_connection) {
                     return Err(format!(
                         "[mqtt] max_unacked_per_connection: must be 1 to 65535, got {max_unacked_per_connection}"
                     ));
                 }
             }
-            MqttConfig::External {
+            MqttConfig::External(ExternalMqtt {
                 client_id,
                 group,
                 tls,
                 cert_file,
                 key_file,
                 ..
-            } => {
+            }) => {
                 if client_id.is_empty() {
                     return Err("[mqtt] client_id: must not be empty".into());
                 }
@@ -446,6 +507,10 @@ impl ServerConfig {
         if self.retention.every_s == 0 {
             return Err("[retention] every_s: must be at least 1".into());
         }
+        self.billing.validate()?;
+        self.notify.validate()?;
+        self.alarms.validate()?;
+        self.dlms.validate()?;
         Ok(())
     }
 }
@@ -484,6 +549,7 @@ mod tests {
             .expect("examples/server.toml parses");
         c.validate().unwrap();
         assert_eq!(c.http.listen, default_http_listen());
+        assert_eq!(c.alarms, crate::alarms::AlarmConfig::default());
     }
 
     #[test]
@@ -493,6 +559,17 @@ mod tests {
         assert!(e.contains("server.toml") && e.contains("lisen"), "{e}");
         let e = parse("data_dir = \"d\"\n[mqtt]\nlisten = \"nowhere\"\n").unwrap_err();
         assert!(e.contains("server.toml") && e.contains("listen"), "{e}");
+        let e = parse("data_dir = \"d\"\n[mqtt]\nmode = \"cloud\"\n").unwrap_err();
+        assert!(e.contains("[mqtt] mode") && e.contains("cloud"), "{e}");
+        let e = parse(
+            "data_dir = \"d\"\n[mqtt]\nmode = \"external\"\nhost = \"h\"\nclientid = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("clientid"), "{e}");
+        let c = parse("data_dir = \"d\"\n[mqtt]\nlisten = \"127.0.0.1:18883\"\n").unwrap();
+        assert!(
+            matches!(c.mqtt, MqttConfig::Embedded(EmbeddedMqtt { listen, .. }) if listen.port() == 18883)
+        );
         let e = parse("data_dir = \"d\"\n[ingest]\nqueue_len = 0\n").unwrap_err();
         assert!(e.contains("[ingest] queue_len"), "{e}");
         let e = parse("[http]\n").unwrap_err();
@@ -502,5 +579,95 @@ mod tests {
         assert!(e.contains("dbname"), "{e}");
         let e = parse("data_dir = \"d\"\n[http]\ntls_cert_file = \"c.pem\"\n").unwrap_err();
         assert!(e.contains("tls_key_file"), "{e}");
+    }
+
+    #[test]
+    fn dlms_meters_parse_and_errors_name_the_key() {
+        let c = parse(
+            "data_dir = \"d\"\n[[dlms.meters]]\nmeter = \"sub-4\"\naddress = \"127.0.0.1:4059\"\n\
+             password_file = \"sub-4.lls\"\npoll_every_s = 60\n\
+             [[dlms.meters]]\nmeter = \"sub-5\"\naddress = \"meter5.example.net:4060\"\ntransport = \"hdlc\"\n\
+             association = \"hls\"\nkey_file = \"/etc/wattline/sub-5.keys\"\nclock_deviation = \"local_minus_utc\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dlms.meters.len(), 2);
+        let m = &c.dlms.meters[0];
+        assert_eq!((m.meter.as_str(), m.poll_every_s), ("sub-4", 60));
+        assert_eq!(m.association, crate::dlms::AssociationSetting::Lls);
+        assert!(
+            m.password_file.as_ref().unwrap().is_absolute(),
+            "relative to the file"
+        );
+        assert_eq!(
+            c.dlms.meters[1].clock_deviation,
+            crate::dlms::DeviationSetting::LocalMinusUtc
+        );
+        assert!(parse("data_dir = \"d\"\n").unwrap().dlms.meters.is_empty());
+        let e = parse(
+            "data_dir = \"d\"\n[[dlms.meters]]\nmeter = \"m\"\naddress = \"h:1\"\nassociation = \"lsl\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("[dlms] meters[0].association") && e.contains("lsl"),
+            "{e}"
+        );
+        let e = parse("data_dir = \"d\"\n[[dlms.meters]]\nmeter = \"m\"\naddress = \"h\"\n")
+            .unwrap_err();
+        assert!(e.contains("[dlms] meters[0].address"), "{e}");
+        let e = parse("data_dir = \"d\"\n[[dlms.meters]]\nmeter = \"m\"\naddress = \"h:1\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("[dlms] meters[0].password_file: required"),
+            "{e}"
+        );
+        let e = parse(
+            "data_dir = \"d\"\n[[dlms.meters]]\nmeter = \"m\"\naddress = \"h:1\"\nassociation = \"public\"\npassword = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("password") && !e.contains("\"x\""), "{e}");
+        let e = parse(
+            "data_dir = \"d\"\n[[dlms.meters]]\nmeter = \"Bad Id\"\naddress = \"h:1\"\nassociation = \"public\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("[dlms] meters[0].meter"), "{e}");
+    }
+
+    #[test]
+    fn alarms_table_parses_and_errors_name_the_key() {
+        let c = parse(
+            "data_dir = \"d\"\n[alarms]\nevery_s = 30\n[alarms.balance]\nbucket_s = 300\nclass = \"0.5S\"\n\
+             [alarms.balance.observers.pole-7]\nthree_phase = true\n\
+             transformer = { rated_kva = 250.0, no_load_loss_w = 425.0, load_loss_w = 3250.0 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.alarms.every_s, 30);
+        assert_eq!(c.alarms.balance.bucket_s, 300);
+        assert!(c.alarms.balance.observers["pole-7"].three_phase);
+        // Keys not given keep the production defaults.
+        assert_eq!(
+            c.alarms.pattern,
+            crate::alarms::AlarmConfig::default().pattern
+        );
+        assert_eq!(
+            parse("data_dir = \"d\"\n").unwrap().alarms,
+            crate::alarms::AlarmConfig::default()
+        );
+        let e = parse("data_dir = \"d\"\n[alarms.balance]\nbuckets = 10\n").unwrap_err();
+        assert!(e.contains("server.toml") && e.contains("buckets"), "{e}");
+        let e = parse("data_dir = \"d\"\n[alarms.balance]\nclass = \"3\"\n").unwrap_err();
+        assert!(e.contains("[alarms.balance] class"), "{e}");
+        let e = parse("data_dir = \"d\"\n[alarms]\nevery_s = 0\n").unwrap_err();
+        assert!(e.contains("[alarms] every_s"), "{e}");
+        let e =
+            parse("data_dir = \"d\"\n[alarms.balance]\ncalibration_buckets = 10\n").unwrap_err();
+        assert!(e.contains("[alarms.balance] calibration_buckets"), "{e}");
+        let e = parse(
+            "data_dir = \"d\"\n[alarms.balance.observers.pole-7]\nfeeder = [{ length_m = 100.0, cross_section_mm2 = 0.0 }]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("[alarms.balance.observers.pole-7] feeder[0]"),
+            "{e}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! in the order that loses nothing.
 //!
 //! # Shutdown order, and why
-//! 1. The MQTT side stops first: no new deliveries. A meter's PUBACK is only ever sent after
+//! 1. The MQTT side and the DLMS poller (`[dlms]`) stop first: no new deliveries. A meter's PUBACK is only ever sent after
 //!    the commit, so whatever was not committed yet is still in the meter's outbox and is sent
 //!    again on reconnect (ingest dedups on `(meter, boot_id, seq)`).
 //! 2. Ingest drains: deliveries already queued are committed (and acknowledged where the
@@ -15,12 +15,25 @@
 //! # Adding a periodic job
 //! Add one line in [`Server::start`] pushing the job's `JoinHandle` onto `jobs`; the job takes a
 //! clone of `shutdown_rx` (`tokio::sync::watch::Receiver<bool>`) and returns when it turns true.
+//!
+//! # The jobs
+//! Key-store refresh; retention (`[retention]`); the alarm jobs (`[alarms]`), which raise the
+//! notification of every newly opened alarm; notification delivery, digests and the peak-hour
+//! check (`[notify]`); billing — the monthly bill run and the prepaid checks, raising bill-issued
+//! and low-credit notifications (`[billing]`); the monthly consumption report (`[reports]`).
+//! The DLMS poller (`[[dlms.meters]]`, [`crate::dlms::poller`]) is an ingest source rather than
+//! a job: it stops with the MQTT side, so ingest still commits a poll under way.
+//! The notifier is built before anything listens, so a bad `[notify]` file (password, webhook
+//! secret) stops the start with its key named; without `smtp_host` the email channel is off
+//! and one warning says so.
 
+mod automation;
 mod config;
 
+pub use automation::{BillingSection, NotifySection, ReportsSection, SmtpSecuritySetting};
 pub use config::{
-    ConfigError, HttpSection, IngestSection, MqttConfig, RetentionSection, ServerConfig,
-    StoreConfig,
+    ConfigError, EmbeddedMqtt, ExternalMqtt, HttpSection, IngestSection, MqttConfig,
+    RetentionSection, ServerConfig, StoreConfig,
 };
 
 use std::net::SocketAddr;
@@ -95,6 +108,8 @@ pub struct ServerHandle {
     http: JoinHandle<()>,
     jobs: Vec<JoinHandle<()>>,
     shutdown_tx: watch::Sender<bool>,
+    notifier: crate::notify::Notifier,
+    dlms: Option<crate::dlms::PollerHandle>,
 }
 
 fn read_file(path: &Path, what: &str) -> Result<String, StartError> {
@@ -106,7 +121,9 @@ fn or_default(p: &Option<PathBuf>, default: PathBuf) -> PathBuf {
     p.clone().unwrap_or(default)
 }
 
-async fn open_database(config: &ServerConfig) -> Result<Database, StartError> {
+/// Opens the store a server with `config` uses (SQLite in the data directory or PostgreSQL);
+/// the administration commands (`wattline meter|user`) share it through `--config`.
+pub async fn open_database(config: &ServerConfig) -> Result<Database, StartError> {
     Ok(match &config.store {
         StoreConfig::Sqlite => {
             Database::Sqlite(SqliteStore::open(&config.data_dir).await.map_err(|e| {
@@ -229,6 +246,16 @@ impl Server {
                     config.data_dir.display()
                 ))
             })?;
+        // Notification and billing settings are read (and a missing webhook secret created)
+        // before anything listens, so a bad file stops the start with its key named.
+        let notifier = crate::notify::Notifier::new(
+            db.clone(),
+            config
+                .notify
+                .notify_config(&config.data_dir)
+                .map_err(StartError::new)?,
+        )?;
+        let billing_jobs = config.billing.jobs().map_err(StartError::new)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut jobs: Vec<JoinHandle<()>> = Vec::new();
         jobs.push(keys.spawn_refresh());
@@ -249,14 +276,14 @@ impl Server {
         let (tx, rx) = mpsc::channel(config.ingest.queue_len.min(65_536));
         let (mqtt, mqtt_addr, link): (MqttSide, Option<SocketAddr>, Arc<dyn DownLink>) =
             match &config.mqtt {
-                MqttConfig::Embedded {
+                MqttConfig::Embedded(EmbeddedMqtt {
                     listen,
                     cert_file,
                     key_file,
                     ca_file,
                     allow_plain,
                     max_unacked_per_connection,
-                } => {
+                }) => {
                     let transport = if *allow_plain {
                         tracing::warn!(
                             %listen,
@@ -292,7 +319,7 @@ impl Server {
                     let handle = Arc::new(handle);
                     (MqttSide::Embedded(handle.clone()), Some(addr), handle)
                 }
-                MqttConfig::External {
+                MqttConfig::External(ExternalMqtt {
                     host,
                     port,
                     client_id,
@@ -301,7 +328,7 @@ impl Server {
                     ca_file,
                     cert_file,
                     key_file,
-                } => {
+                }) => {
                     let mut ec = ExternalConfig::plain(host, *port, client_id);
                     ec.group = group.clone();
                     if *tls {
@@ -332,6 +359,11 @@ impl Server {
         let dispatcher =
             Dispatcher::start(db.store(), keys.clone(), link, DispatcherConfig::default());
 
+        // DLMS meters are one more ingest source (stopped with the MQTT side).
+        let dlms =
+            crate::dlms::poller::start(db.clone(), keys.clone(), ingest.clone(), &config.dlms)
+                .map_err(StartError::new)?;
+
         // Periodic jobs: one line each, all stopping on `shutdown_rx`.
         jobs.push(retention_job(
             db.clone(),
@@ -340,9 +372,29 @@ impl Server {
         ));
         jobs.push(crate::alarms::spawn_jobs(
             db.clone(),
-            crate::alarms::AlarmConfig::default(),
+            config.alarms.clone(),
+            Some(notifier.clone()),
             shutdown_rx.clone(),
         ));
+        jobs.push(crate::notify::spawn_jobs(
+            notifier.clone(),
+            db.clone(),
+            config.notify.jobs(),
+            shutdown_rx.clone(),
+        ));
+        jobs.push(crate::billing::spawn_jobs(
+            db.clone(),
+            billing_jobs,
+            Some(notifier.clone()),
+            shutdown_rx.clone(),
+        ));
+        if config.reports.monthly {
+            jobs.push(crate::reports::spawn_jobs(
+                db.clone(),
+                config.reports.dir(&config.data_dir),
+                shutdown_rx.clone(),
+            ));
+        }
 
         // HTTP.
         let admin_token = match &config.http.admin_token_file {
@@ -382,7 +434,8 @@ impl Server {
         )
         .with_ingest(&ingest)
         .with_dispatcher(&dispatcher)
-        .with_metrics_public(config.http.metrics_public);
+        .with_metrics_public(config.http.metrics_public)
+        .with_notifier(notifier.clone());
         let app = crate::http::app(state.clone());
         let http = if let (Some(cert), Some(key)) =
             (&config.http.tls_cert_file, &config.http.tls_key_file)
@@ -434,6 +487,8 @@ impl Server {
             http,
             jobs,
             shutdown_tx,
+            notifier,
+            dlms,
         })
     }
 }
@@ -483,6 +538,35 @@ impl ServerHandle {
         }
     }
 
+    /// The notifier the jobs raise incidents through (its counters, e.g. for `/metrics`).
+    pub fn notifier(&self) -> &crate::notify::Notifier {
+        &self.notifier
+    }
+
+    /// The DLMS poller, when `[[dlms.meters]]` are configured.
+    pub fn dlms_poller(&self) -> Option<&crate::dlms::PollerHandle> {
+        self.dlms.as_ref()
+    }
+
+    /// Starts polling `section`'s meters now, when the `[dlms]` of the start configuration
+    /// was empty (`wattline demo` starts its COSEM meter after the server). An error if a
+    /// poller already runs or a credential file cannot be read.
+    pub fn poll_dlms(&mut self, section: &crate::dlms::DlmsSection) -> Result<(), StartError> {
+        if self.dlms.is_some() {
+            return Err(StartError::new(
+                "[dlms]: the DLMS poller is already running",
+            ));
+        }
+        self.dlms = crate::dlms::poller::start(
+            self.state.db.clone(),
+            self.keys.clone(),
+            self.ingest.clone(),
+            section,
+        )
+        .map_err(StartError::new)?;
+        Ok(())
+    }
+
     /// What ingest did so far.
     pub fn ingest(&self) -> &Ingest {
         &self.ingest
@@ -492,8 +576,12 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         tracing::info!("server stopping");
         self.state.set_ready(false);
-        // 1. No new deliveries. The dispatcher holds the other reference to the MQTT side.
+        // 1. No new deliveries. The dispatcher holds the other reference to the MQTT side;
+        // the DLMS poller finishes a poll under way (ingest still commits it).
         self.dispatcher.shutdown().await;
+        if let Some(dlms) = self.dlms {
+            dlms.shutdown().await;
+        }
         match self.mqtt {
             MqttSide::Embedded(b) => match Arc::try_unwrap(b) {
                 Ok(b) => b.shutdown().await,
@@ -539,3 +627,6 @@ impl ServerHandle {
 pub fn load_config(path: &Path) -> Result<ServerConfig, ConfigError> {
     ServerConfig::load(path)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1646,26 +1646,6 @@ pub(crate) mod test_db {
     }
 
     fn drop_schema(config: PgConfig, schema: String) {
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let conn = format!(
-                    "host={} port={} user={} dbname={}",
-                    config.host, config.port, config.user, config.dbname
-                );
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        let _ = crate::PgStore::drop_schema_blocking(&config, &schema);
     }
 }

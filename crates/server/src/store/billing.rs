@@ -589,6 +589,15 @@ pub trait BillingStore: Send + Sync {
         since_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, Error>;
+    /// Every message of a user and channel since `since_ms` that was not suppressed (what the
+    /// rate limit and the merge window count), newest first. Unbounded on purpose: suppressed
+    /// messages of a flood must not push the counted ones out of a `LIMIT`.
+    async fn unsuppressed_messages(
+        &self,
+        username: &str,
+        channel: &str,
+        since_ms: i64,
+    ) -> Result<Vec<StoredMessage>, Error>;
     /// Moves a message on: counts an attempt, sets status, time and error.
     async fn finish_message(
         &self,
@@ -1292,6 +1301,28 @@ impl BillingStore for SqliteStore {
         rows.into_iter().map(MessageRow::into_message).collect()
     }
 
+    async fn unsuppressed_messages(
+        &self,
+        username: &str,
+        channel: &str,
+        since_ms: i64,
+    ) -> Result<Vec<StoredMessage>, Error> {
+        let (username, channel) = (username.to_owned(), channel.to_owned());
+        let suppressed = MessageStatus::Suppressed.as_str();
+        let rows = self
+            .run(false, move |conn| {
+                let mut st = conn
+                    .prepare(&format!("SELECT {MESSAGE_COLUMNS} FROM notify_messages WHERE username = ?1 AND channel = ?2 AND created_ms >= ?3 AND status <> ?4 ORDER BY created_ms DESC, id DESC"))
+                    .map_err(sqlite::db("reading a user's counted notifications"))?;
+                st.query_map(params![username, channel, since_ms, suppressed], sq_message)
+                    .map_err(sqlite::db("reading a user's counted notifications"))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sqlite::db("reading a user's counted notifications"))
+            })
+            .await?;
+        rows.into_iter().map(MessageRow::into_message).collect()
+    }
+
     async fn finish_message(
         &self,
         id: i64,
@@ -1852,6 +1883,23 @@ impl BillingStore for PgStore {
             )
             .await
             .map_err(postgres::db("reading a user's notifications"))?;
+        rows.iter().map(pg_message).collect()
+    }
+
+    async fn unsuppressed_messages(
+        &self,
+        username: &str,
+        channel: &str,
+        since_ms: i64,
+    ) -> Result<Vec<StoredMessage>, Error> {
+        let c = self.billing_client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM notify_messages WHERE username = $1 AND channel = $2 AND created_ms >= $3 AND status <> $4 ORDER BY created_ms DESC, id DESC"),
+                &[&username, &channel, &since_ms, &MessageStatus::Suppressed.as_str()],
+            )
+            .await
+            .map_err(postgres::db("reading a user's counted notifications"))?;
         rows.iter().map(pg_message).collect()
     }
 

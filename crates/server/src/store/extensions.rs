@@ -36,6 +36,7 @@ pub(crate) fn migrations() -> Vec<Migration> {
         super::billing::MIGRATIONS,
         super::alarms::MIGRATIONS,
         super::keys::MIGRATIONS,
+        super::dlms::MIGRATIONS,
     ];
     let mut all: Vec<Migration> = areas.iter().flat_map(|a| a.iter().copied()).collect();
     all.sort_by_key(|m| m.version);
@@ -63,6 +64,14 @@ impl Database {
 
     /// Meter sealing keys (encrypted), certificates and revocations (`store/keys.rs`).
     pub fn keys(&self) -> &dyn super::keys::KeysStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p.as_ref(),
+        }
+    }
+
+    /// The DLMS poller's per-meter cursors (`store/dlms.rs`).
+    pub fn dlms(&self) -> &dyn super::dlms::DlmsStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p.as_ref(),

@@ -12,6 +12,7 @@ use crate::Error;
 pub(crate) mod accounts;
 pub(crate) mod alarms;
 pub(crate) mod billing;
+pub(crate) mod dlms;
 pub(crate) mod extensions;
 pub(crate) mod keys;
 pub(crate) mod postgres;
@@ -477,6 +478,32 @@ pub struct DirtyRange {
     pub to_ms: i64,
 }
 
+/// New rows for one rollup level of one meter: they replace the level's rows with `start_ms`
+/// in `[from_ms, to_ms)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupLevel {
+    /// Level.
+    pub resolution: Resolution,
+    /// First bucket start replaced, Unix ms UTC.
+    pub from_ms: i64,
+    /// End of the replaced span (exclusive), Unix ms UTC.
+    pub to_ms: i64,
+    /// The recomputed buckets.
+    pub rows: Vec<Rollup>,
+}
+
+/// A meter's recomputed rollup levels, and the dirty range they settle (if any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupUpdate {
+    /// The meter.
+    pub meter: MeterId,
+    /// Every level, finest first.
+    pub levels: Vec<RollupLevel>,
+    /// Cleared in the same transaction when it is still exactly as read (a range that grew
+    /// meanwhile stays dirty).
+    pub clear: Option<DirtyRange>,
+}
+
 /// What a retention run removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionReport {
@@ -562,15 +589,6 @@ pub trait Store: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<RollupInputs, Error>;
-    /// Replaces the rollups of one level with `start_ms` in `[from_ms, to_ms)` by `rows`.
-    async fn replace_rollups(
-        &self,
-        meter: &MeterId,
-        resolution: Resolution,
-        from_ms: i64,
-        to_ms: i64,
-        rows: &[Rollup],
-    ) -> Result<(), Error>;
     /// Rollups of one level with `start_ms` in `[from_ms, to_ms)`, oldest first.
     async fn rollups(
         &self,
@@ -579,11 +597,11 @@ pub trait Store: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Rollup>, Error>;
+    /// Writes the recomputed levels of several meters and clears their dirty ranges in ONE
+    /// transaction (one commit for a whole refresh round instead of one per level and meter).
+    async fn apply_rollups(&self, updates: &[RollupUpdate]) -> Result<(), Error>;
     /// Ranges whose rollups are stale.
     async fn dirty_ranges(&self) -> Result<Vec<DirtyRange>, Error>;
-    /// Forgets a dirty range once its rollups are recomputed; a range that grew meanwhile
-    /// stays.
-    async fn clear_dirty(&self, range: &DirtyRange) -> Result<(), Error>;
 
     /// Deletes raw readings that end before `cutoff_ms` and whose 15-minute rollup exists.
     async fn apply_retention(&self, cutoff_ms: i64) -> Result<RetentionReport, Error>;

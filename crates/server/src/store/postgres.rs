@@ -97,6 +97,48 @@ fn is_ident(s: &str) -> bool {
 }
 
 impl PgStore {
+    /// Drops `schema` (with everything in it) from the database of `config`, blocking on a
+    /// thread of its own so it can run from `Drop` (tests and throw-away schemas; a schema name
+    /// that is not a plain identifier is refused). Best effort: failures are returned, not
+    /// raised.
+    pub fn drop_schema_blocking(config: &PgConfig, schema: &str) -> Result<(), Error> {
+        if !is_ident(schema) {
+            return Err(Error::invalid(format!(
+                "schema name {schema:?} must be [a-z_][a-z0-9_]{{0,62}}"
+            )));
+        }
+        let (config, schema) = (config.clone(), schema.to_owned());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::new(ErrorKind::Unavailable(format!("runtime: {e}"))))?;
+            rt.block_on(async {
+                let mut pg = tokio_postgres::Config::new();
+                pg.host(&config.host)
+                    .port(config.port)
+                    .user(&config.user)
+                    .dbname(&config.dbname);
+                if let Some(p) = &config.password {
+                    pg.password(p);
+                }
+                let (client, connection) = pg.connect(NoTls).await.map_err(|e| {
+                    Error::new(ErrorKind::Unavailable(format!(
+                        "cannot connect to postgres at {}:{}: {e}",
+                        config.host, config.port
+                    )))
+                })?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await
+                    .map_err(db("dropping the schema"))
+            })
+        })
+        .join()
+        .map_err(|_| Error::new(ErrorKind::Unavailable("schema drop thread panicked".into())))?
+    }
+
     /// Connects, creates the schema when asked, and migrates.
     pub async fn connect(config: &PgConfig) -> Result<Self, Error> {
         let mut cfg = deadpool_postgres::Config::new();
@@ -598,6 +640,43 @@ fn reading_insert_sql() -> String {
         aliases = aliases.join(", "),
         arrays = arrays.join(", "),
     )
+}
+
+/// Replaces one level's rows of `meter` inside `tx`.
+async fn replace_rollup_level(
+    tx: &tokio_postgres::Transaction<'_>,
+    meter: &str,
+    level: &RollupLevel,
+) -> Result<(), Error> {
+    let res = level.resolution.as_str();
+    tx.execute(
+        "DELETE FROM rollups WHERE meter_id = $1 AND resolution = $2 AND start_ms >= $3 AND start_ms < $4",
+        &[&meter, &res, &level.from_ms, &level.to_ms],
+    )
+    .await
+    .map_err(db("clearing rollups"))?;
+    let rows = &level.rows;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut cols: Vec<Vec<f64>> = (0..6).map(|_| Vec::with_capacity(rows.len())).collect();
+    let starts: Vec<i64> = rows.iter().map(|r| r.start_ms).collect();
+    let ends: Vec<i64> = rows.iter().map(|r| r.end_ms).collect();
+    let counts: Vec<i64> = rows.iter().map(|r| r.readings as i64).collect();
+    let maxes: Vec<Option<f64>> = rows.iter().map(|r| r.max_p_w).collect();
+    for r in rows {
+        for (col, v) in cols.iter_mut().zip(counters_array(&r.energy)) {
+            col.push(v);
+        }
+    }
+    tx.execute(
+        "INSERT INTO rollups (meter_id, resolution, start_ms, end_ms, import_wh, export_wh, q1_varh, q2_varh, q3_varh, q4_varh, readings, max_p_w)
+         SELECT $1, $2, * FROM UNNEST($3::int8[], $4::int8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::int8[], $12::float8[])",
+        &[&meter, &res, &starts, &ends, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &counts, &maxes],
+    )
+    .await
+    .map_err(db("writing rollups"))?;
+    Ok(())
 }
 
 #[async_trait]
@@ -1109,44 +1188,27 @@ impl Store for PgStore {
         })
     }
 
-    async fn replace_rollups(
-        &self,
-        meter: &MeterId,
-        resolution: Resolution,
-        from_ms: i64,
-        to_ms: i64,
-        rows: &[Rollup],
-    ) -> Result<(), Error> {
+    async fn apply_rollups(&self, updates: &[RollupUpdate]) -> Result<(), Error> {
+        if updates.is_empty() {
+            return Ok(());
+        }
         let mut client = self.client().await?;
         let tx = client
             .transaction()
             .await
             .map_err(db("starting a rollup transaction"))?;
-        let (m, res) = (meter.as_str(), resolution.as_str());
-        tx.execute(
-            "DELETE FROM rollups WHERE meter_id = $1 AND resolution = $2 AND start_ms >= $3 AND start_ms < $4",
-            &[&m, &res, &from_ms, &to_ms],
-        )
-        .await
-        .map_err(db("clearing rollups"))?;
-        if !rows.is_empty() {
-            let mut cols: Vec<Vec<f64>> = (0..6).map(|_| Vec::with_capacity(rows.len())).collect();
-            let starts: Vec<i64> = rows.iter().map(|r| r.start_ms).collect();
-            let ends: Vec<i64> = rows.iter().map(|r| r.end_ms).collect();
-            let counts: Vec<i64> = rows.iter().map(|r| r.readings as i64).collect();
-            let maxes: Vec<Option<f64>> = rows.iter().map(|r| r.max_p_w).collect();
-            for r in rows {
-                for (col, v) in cols.iter_mut().zip(counters_array(&r.energy)) {
-                    col.push(v);
-                }
+        for u in updates {
+            for level in &u.levels {
+                replace_rollup_level(&tx, u.meter.as_str(), level).await?;
             }
-            tx.execute(
-                "INSERT INTO rollups (meter_id, resolution, start_ms, end_ms, import_wh, export_wh, q1_varh, q2_varh, q3_varh, q4_varh, readings, max_p_w)
-                 SELECT $1, $2, * FROM UNNEST($3::int8[], $4::int8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::int8[], $12::float8[])",
-                &[&m, &res, &starts, &ends, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &counts, &maxes],
-            )
-            .await
-            .map_err(db("writing rollups"))?;
+            if let Some(r) = &u.clear {
+                tx.execute(
+                    "DELETE FROM rollup_dirty WHERE meter_id = $1 AND from_ms = $2 AND to_ms = $3",
+                    &[&r.meter.as_str(), &r.from_ms, &r.to_ms],
+                )
+                .await
+                .map_err(db("clearing a dirty rollup range"))?;
+            }
         }
         tx.commit().await.map_err(db("committing rollups"))
     }
@@ -1192,18 +1254,6 @@ impl Store for PgStore {
                 })
             })
             .collect()
-    }
-
-    async fn clear_dirty(&self, r: &DirtyRange) -> Result<(), Error> {
-        self.client()
-            .await?
-            .execute(
-                "DELETE FROM rollup_dirty WHERE meter_id = $1 AND from_ms = $2 AND to_ms = $3",
-                &[&r.meter.as_str(), &r.from_ms, &r.to_ms],
-            )
-            .await
-            .map_err(db("clearing a dirty rollup range"))?;
-        Ok(())
     }
 
     async fn apply_retention(&self, cutoff_ms: i64) -> Result<RetentionReport, Error> {

@@ -376,6 +376,44 @@ fn counter_point(r: &rusqlite::Row<'_>) -> rusqlite::Result<CounterPoint> {
     })
 }
 
+/// Replaces one level's rows of `meter` inside `tx`.
+fn replace_rollup_level(
+    tx: &Transaction<'_>,
+    meter: &str,
+    level: &RollupLevel,
+) -> Result<(), Error> {
+    tx.execute(
+        "DELETE FROM rollups WHERE meter_id = ?1 AND resolution = ?2 AND start_ms >= ?3 AND start_ms < ?4",
+        params![meter, level.resolution.as_str(), level.from_ms, level.to_ms],
+    )
+    .map_err(db("clearing rollups"))?;
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO rollups (meter_id, resolution, start_ms, end_ms, import_wh, export_wh, q1_varh, q2_varh, q3_varh, q4_varh, readings, max_p_w)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .map_err(db("writing rollups"))?;
+    for r in &level.rows {
+        let e = counters_array(&r.energy);
+        stmt.execute(params![
+            meter,
+            level.resolution.as_str(),
+            r.start_ms,
+            r.end_ms,
+            e[0],
+            e[1],
+            e[2],
+            e[3],
+            e[4],
+            e[5],
+            r.readings as i64,
+            r.max_p_w
+        ])
+        .map_err(db("writing rollups"))?;
+    }
+    Ok(())
+}
+
 fn counter_point_select() -> String {
     format!(
         "SELECT boot_id, seq, ts_ms, {}, p_w FROM readings",
@@ -1047,49 +1085,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn replace_rollups(
-        &self,
-        meter: &MeterId,
-        resolution: Resolution,
-        from_ms: i64,
-        to_ms: i64,
-        rows: &[Rollup],
-    ) -> Result<(), Error> {
-        let meter = meter.to_string();
-        let rows = rows.to_vec();
+    async fn apply_rollups(&self, updates: &[RollupUpdate]) -> Result<(), Error> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let updates = updates.to_vec();
         self.run(true, move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db("starting a rollup transaction"))?;
-            tx.execute(
-                "DELETE FROM rollups WHERE meter_id = ?1 AND resolution = ?2 AND start_ms >= ?3 AND start_ms < ?4",
-                params![meter, resolution.as_str(), from_ms, to_ms],
-            )
-            .map_err(db("clearing rollups"))?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO rollups (meter_id, resolution, start_ms, end_ms, import_wh, export_wh, q1_varh, q2_varh, q3_varh, q4_varh, readings, max_p_w)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            for u in &updates {
+                for level in &u.levels {
+                    replace_rollup_level(&tx, u.meter.as_str(), level)?;
+                }
+                if let Some(r) = &u.clear {
+                    tx.execute(
+                        "DELETE FROM rollup_dirty WHERE meter_id = ?1 AND from_ms = ?2 AND to_ms = ?3",
+                        params![r.meter.as_str(), r.from_ms, r.to_ms],
                     )
-                    .map_err(db("writing rollups"))?;
-                for r in &rows {
-                    let e = counters_array(&r.energy);
-                    stmt.execute(params![
-                        meter,
-                        resolution.as_str(),
-                        r.start_ms,
-                        r.end_ms,
-                        e[0],
-                        e[1],
-                        e[2],
-                        e[3],
-                        e[4],
-                        e[5],
-                        r.readings as i64,
-                        r.max_p_w
-                    ])
-                    .map_err(db("writing rollups"))?;
+                    .map_err(db("clearing a dirty rollup range"))?;
                 }
             }
             tx.commit().map_err(db("committing rollups"))
@@ -1141,19 +1155,6 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
-        })
-        .await
-    }
-
-    async fn clear_dirty(&self, range: &DirtyRange) -> Result<(), Error> {
-        let r = range.clone();
-        self.run(true, move |c| {
-            c.execute(
-                "DELETE FROM rollup_dirty WHERE meter_id = ?1 AND from_ms = ?2 AND to_ms = ?3",
-                params![r.meter.as_str(), r.from_ms, r.to_ms],
-            )
-            .map_err(db("clearing a dirty rollup range"))?;
-            Ok(())
         })
         .await
     }

@@ -97,29 +97,8 @@ fn is_unreachable(e: &Error) -> bool {
     matches!(e.kind(), crate::ErrorKind::Unavailable(_))
 }
 
-/// Drops a test schema on a thread of its own (Drop cannot await).
 fn drop_schema(config: PgConfig, schema: String) {
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let conn = format!(
-                "host={} port={} user={} dbname={}",
-                config.host, config.port, config.user, config.dbname
-            );
-            if let Ok((client, connection)) =
-                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
-            {
-                tokio::spawn(connection);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await;
-            }
-        });
-    })
-    .join();
+    let _ = crate::PgStore::drop_schema_blocking(&config, &schema);
 }
 
 macro_rules! store_suite {
@@ -159,6 +138,7 @@ store_suite!(
     quarantine_lists_newest_first,
     automatic_resolution,
     customers_listed_and_commands_looked_up,
+    piecewise_rollup_refreshes_equal_one_and_grown_ranges_stay_dirty,
 );
 
 fn utc(s: &str) -> i64 {
@@ -870,4 +850,95 @@ async fn customers_listed_and_commands_looked_up(store: &dyn Store) {
         [(a.id, CommandStatus::Sent), (c.id, CommandStatus::Queued)]
     );
     assert_eq!(store.unfinished_commands(1).await.unwrap().len(), 1);
+}
+
+/// The ingest worker refreshes rollups piece by piece as readings arrive (all levels of all
+/// dirty meters in one transaction): the result must equal one refresh over everything, and a
+/// dirty range that grew after it was read must stay dirty.
+async fn piecewise_rollup_refreshes_equal_one_and_grown_ranges_stay_dirty(store: &dyn Store) {
+    let piecewise = add_meter(store, "piecewise", "Asia/Kolkata").await;
+    let at_once = add_meter(store, "at-once", "Asia/Kolkata").await;
+    // Two days of 10-minute readings across local midnight, in chronological chunks.
+    let start = utc("2026-03-09T17:00:00Z");
+    let records: Vec<Record> = (0..288u64)
+        .map(|k| {
+            let t = start + k as i64 * 600_000;
+            let import = 1_000.0 + (k * k % 97) as f64 + k as f64 * 3.0;
+            rec(k, t, Body::Reading(reading(import, 100.0 + k as f64)))
+        })
+        .collect();
+    for chunk in records.chunks(13) {
+        write(store, vec![batch(&piecewise, 1, chunk.to_vec())]).await;
+        rollup::refresh_dirty(store).await.unwrap();
+    }
+    write(store, vec![batch(&at_once, 1, records.clone())]).await;
+    rollup::refresh_dirty(store).await.unwrap();
+    assert!(store.dirty_ranges().await.unwrap().is_empty());
+    for res in Resolution::ALL {
+        let a = store.rollups(&piecewise, res, 0, i64::MAX).await.unwrap();
+        let b = store.rollups(&at_once, res, 0, i64::MAX).await.unwrap();
+        assert!(!a.is_empty(), "{res:?}");
+        assert_eq!(a.len(), b.len(), "{res:?}");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                (x.start_ms, x.end_ms, x.readings),
+                (y.start_ms, y.end_ms, y.readings)
+            );
+            assert!(
+                (x.energy.import_wh - y.energy.import_wh).abs() < 1e-9,
+                "{res:?} {x:?} {y:?}"
+            );
+            assert_eq!(x.max_p_w, y.max_p_w);
+        }
+    }
+
+    // A range read, then grown by a new write before the refresh commits, is not cleared.
+    let t = start + 288 * 600_000;
+    write(
+        store,
+        vec![batch(
+            &piecewise,
+            1,
+            vec![rec(288, t, Body::Reading(reading(9_000.0, 1.0)))],
+        )],
+    )
+    .await;
+    let read = store.dirty_ranges().await.unwrap();
+    assert_eq!(read.len(), 1);
+    let levels = rollup::plan(
+        store,
+        &piecewise,
+        chrono_tz::Asia::Kolkata,
+        read[0].from_ms,
+        read[0].to_ms,
+    )
+    .await
+    .unwrap();
+    write(
+        store,
+        vec![batch(
+            &piecewise,
+            1,
+            vec![rec(289, t + 600_000, Body::Reading(reading(9_010.0, 1.0)))],
+        )],
+    )
+    .await;
+    store
+        .apply_rollups(&[RollupUpdate {
+            meter: piecewise.clone(),
+            levels,
+            clear: Some(read[0].clone()),
+        }])
+        .await
+        .unwrap();
+    let still = store.dirty_ranges().await.unwrap();
+    assert_eq!(still.len(), 1, "the grown range stays dirty");
+    assert_eq!(still[0].to_ms, t + 600_000);
+    rollup::refresh_dirty(store).await.unwrap();
+    let q = store
+        .rollups(&piecewise, Resolution::Min15, t - 1, i64::MAX)
+        .await
+        .unwrap();
+    // The bucket after `t` holds only the last difference.
+    assert_eq!(total_import(&q), 10.0);
 }

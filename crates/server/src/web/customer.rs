@@ -156,12 +156,20 @@ async fn billing_view(state: &AppState, customer: &str) -> BillingView {
             v.currency = live.to_date.currency.code().to_owned();
             v.period = format!("{} – {}", live.cycle.start, live.cycle.end);
             v.to_date = live.to_date.total.round_dp(2).to_string();
-            v.projected = live.projected.total.round_dp(2).to_string();
+            v.projected = live
+                .projected
+                .map_or_else(|| "—".to_owned(), |p| p.total.round_dp(2).to_string());
             v.method = live.method.to_owned();
         }
         Err(e) => {
             tracing::info!(customer, error = %e, "portal: no live bill");
-            v.note = format!("No bill to date: {e}");
+            v.note = if matches!(e.kind(), crate::ErrorKind::NotFound(_)) {
+                "No tariff is assigned to this account yet: the bill to date appears once your \
+                 utility assigns one."
+                    .to_owned()
+            } else {
+                format!("The bill to date cannot be shown now: {e}")
+            };
         }
     }
     let today = now_utc().date_naive();

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{Frame, local_time, num, render, signed_in};
 use crate::http::{ApiError, AppState, Caller, Role};
-use crate::{CommandStatus, Customer, Meter, MeterStatus, NewCommand, StoredCommand};
+use crate::{CommandStatus, Customer, Meter, MeterStatus, NewCommand, StoredCommand, StoredEvent};
 
 /// A meter counts as online when it delivered within three reporting intervals (at least 3 min).
 pub(crate) fn is_online(m: &Meter, now_ms: i64) -> bool {
@@ -60,9 +60,21 @@ pub(crate) struct FleetQuery {
     status: Option<String>,
 }
 
-/// The relay state as the last finished relay command left it.
-fn relay_state(commands: &[StoredCommand]) -> String {
-    commands
+/// The relay state as the meter last reported it — a `relay_state_changed` event, which also
+/// covers a local limiter trip and a manual reconnection — or, when newer (the event still on its
+/// way), as the last succeeded relay command left it.
+fn relay_state(commands: &[StoredCommand], events: &[StoredEvent]) -> String {
+    let reported = events
+        .iter()
+        .filter(|e| e.event.code == "relay_state_changed")
+        .filter_map(|e| {
+            let detail: serde_json::Value =
+                serde_json::from_str(e.event.detail.as_deref()?).ok()?;
+            let to = detail.get("to")?.as_str()?.replace('_', " ");
+            Some((e.t_ms, to))
+        })
+        .max_by_key(|(t, _)| *t);
+    let commanded = commands
         .iter()
         .find(|c| {
             c.status == CommandStatus::Succeeded
@@ -71,11 +83,25 @@ fn relay_state(commands: &[StoredCommand]) -> String {
                     Action::RelayConnect | Action::RelayDisconnect
                 )
         })
-        .map(|c| match c.command.action {
-            Action::RelayDisconnect => "disconnected".to_owned(),
-            _ => "connected".to_owned(),
-        })
-        .unwrap_or_else(|| "connected".to_owned())
+        .map(|c| {
+            let to = match c.command.action {
+                Action::RelayDisconnect => "disconnected",
+                _ => "connected",
+            };
+            (c.updated_ms, to.to_owned())
+        });
+    match (reported, commanded) {
+        (Some(r), Some(c)) => {
+            if c.0 > r.0 {
+                c.1
+            } else {
+                r.1
+            }
+        }
+        (Some(r), None) => r.1,
+        (None, Some(c)) => c.1,
+        (None, None) => "connected".to_owned(),
+    }
 }
 
 /// `GET /fleet?q=&status=online|offline|deregistered`.
@@ -153,6 +179,10 @@ async fn fleet_page(
             continue;
         }
         let commands = state.store.commands(&m.id, None).await?;
+        let events = state
+            .store
+            .events(&m.id, now - 30 * 86_400_000, now + 86_400_000)
+            .await?;
         rows.push(FleetRow {
             customer: m.customer.clone().unwrap_or_default(),
             site,
@@ -163,7 +193,7 @@ async fn fleet_page(
                 (true, Some(t)) => local_time(t, &m.time_zone),
                 (true, None) => String::new(),
             },
-            relay: relay_state(&commands),
+            relay: relay_state(&commands, &events),
             alarms: open_alarms.get(&id).copied().unwrap_or(0),
             p_w: num(p, 0),
             id,
@@ -325,7 +355,7 @@ async fn meter_view(caller: &Caller, state: &AppState, id: &str) -> Result<Respo
             .last_seen_ms
             .map(|t| local_time(t, &tz))
             .unwrap_or_else(|| "never".into()),
-        relay: relay_state(&commands),
+        relay: relay_state(&commands, &events),
         events: events
             .iter()
             .rev()
@@ -673,4 +703,74 @@ pub(crate) async fn deregister(
     )
     .await?;
     Ok(Redirect::to("/register?done=meter+deregistered").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::{Event, EventClass, MeterId};
+
+    fn command(action: Action, status: CommandStatus, at: i64) -> StoredCommand {
+        StoredCommand {
+            id: at,
+            command: NewCommand {
+                meter: MeterId::parse("m-1").unwrap(),
+                action,
+                issued_by: "op".into(),
+                reason: "test".into(),
+                issued_ms: at - 10,
+                expires_ms: at + 60_000,
+            },
+            status,
+            updated_ms: at,
+            detail: None,
+        }
+    }
+
+    /// The shape the agent sends (its `ControlEvent` as JSON in the event's detail).
+    fn changed(to: &str, trigger: &str, at: i64) -> StoredEvent {
+        StoredEvent {
+            meter: MeterId::parse("m-1").unwrap(),
+            boot_id: 1,
+            seq: at as u64,
+            t_ms: at,
+            event: Event {
+                class: EventClass::Relay,
+                code: "relay_state_changed".into(),
+                active: None,
+                value: None,
+                detail: Some(format!(
+                    r#"{{"kind":"relay_state_changed","now_ms":5,"from":"connected","to":"{to}","transition":"d","trigger":"{trigger}"}}"#
+                )),
+            },
+        }
+    }
+
+    #[test]
+    fn a_local_limiter_trip_after_a_remote_connect_shows_the_reported_state() {
+        let commands = [command(
+            Action::RelayConnect,
+            CommandStatus::Succeeded,
+            1_000,
+        )];
+        assert_eq!(relay_state(&commands, &[]), "connected");
+        let trip = [changed("ready_for_reconnection", "local_disconnect", 2_000)];
+        assert_eq!(relay_state(&commands, &trip), "ready for reconnection");
+        // A newer remote command wins until its own event arrives.
+        let newer = [
+            command(Action::RelayDisconnect, CommandStatus::Succeeded, 3_000),
+            command(Action::RelayConnect, CommandStatus::Succeeded, 1_000),
+        ];
+        assert_eq!(relay_state(&newer, &trip), "disconnected");
+        // Failed commands and malformed details change nothing.
+        let failed = [command(
+            Action::RelayDisconnect,
+            CommandStatus::Failed,
+            4_000,
+        )];
+        let mut junk = changed("x", "y", 5_000);
+        junk.event.detail = Some("not json".into());
+        assert_eq!(relay_state(&failed, &[junk]), "connected");
+        assert_eq!(relay_state(&[], &[]), "connected");
+    }
 }

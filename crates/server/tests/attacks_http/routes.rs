@@ -3,34 +3,31 @@
 //! OpenAPI coverage test fails until every GET route with an id is listed here.
 
 /// GET routes that show one meter's or one customer's data (IDOR targets). `{meter}` and
-/// `{customer}` are filled with the victim's ids.
+/// `{customer}` are filled with the victim's ids, `{command}` with the id of a command queued
+/// for the victim's meter. Every row must serve its owner (the test fails otherwise, so a
+/// renamed route cannot leave a row that passes by answering 404 to everyone).
 pub const OWNED_GET: &[&str] = &[
     "/api/v1/meters/{meter}",
     "/api/v1/meters/{meter}/readings",
-    "/api/v1/meters/{meter}/readings?from_ms=0&to_ms=9999999999999",
-    "/api/v1/meters/{meter}/latest",
-    "/api/v1/meters/{meter}/series",
-    "/api/v1/meters/{meter}/rollups",
+    "/api/v1/meters/{meter}/readings?resolution=raw",
     "/api/v1/meters/{meter}/events",
-    "/api/v1/meters/{meter}/gaps",
     "/api/v1/meters/{meter}/commands",
     "/api/v1/meters/{meter}/live",
-    "/api/v1/meters/{meter}/alarms",
-    "/api/v1/meters/{meter}/bills",
-    "/api/v1/meters/{meter}/export.csv",
     "/api/v1/live?meter={meter}",
+    "/api/v1/commands/{command}",
     "/api/v1/customers/{customer}",
-    "/api/v1/customers/{customer}/meters",
     "/api/v1/customers/{customer}/bills",
+    "/api/v1/customers/{customer}/bill-to-date",
     "/api/v1/customers/{customer}/payments",
-    "/api/v1/customers/{customer}/balance",
-    "/api/v1/customers/{customer}/reports/consumption.csv",
-    "/api/v1/bills?customer={customer}",
-    "/api/v1/reports/consumption.csv?customer={customer}",
-    "/api/v1/reports/consumption.csv?meter={meter}",
+    "/my/meters/{meter}",
+    "/my/meters/{meter}/readings.csv",
+    "/web/meters/{meter}/series.json",
+    "/web/meters/{meter}/profile.json",
+    "/web/meters/{meter}/live",
 ];
 
-/// GET routes that need a session or token at all (unauthenticated access must be 401).
+/// GET routes that need a session or token at all: the API answers 401, the web pages send
+/// the browser to the sign-in page. Every row must exist (an admin is served).
 pub const PROTECTED_GET: &[&str] = &[
     "/api/v1/auth/me",
     "/api/v1/users",
@@ -40,12 +37,17 @@ pub const PROTECTED_GET: &[&str] = &[
     "/api/v1/meters",
     "/api/v1/customers",
     "/api/v1/live",
-    "/api/v1/events",
     "/api/v1/alarms",
     "/api/v1/cases",
-    "/api/v1/bills",
+    "/api/v1/cases/labels.csv",
     "/api/v1/quarantine",
-    "/api/v1/fleet",
+    "/api/v1/tariffs",
+    "/api/v1/notifications",
+    "/api/v1/notifications/preferences",
+    "/api/v1/openapi.json",
+    "/fleet",
+    "/alarms",
+    "/register",
 ];
 
 /// Unsafe routes that issue relay or limiter commands (operator only). Bodies are what the
@@ -81,8 +83,10 @@ pub const DOWNLOADS: &[&str] = &[
     "/{name}",
 ];
 
-/// Query parameters each GET route takes (SQL-injection targets); `{meter}` is the caller's
-/// own meter, so the query reaches the database.
+/// Query parameters of the GET routes outside the OpenAPI document (accounts, audit, alarms,
+/// cases, billing, web pages) as their handlers read them (SQL-injection targets; the OpenAPI
+/// routes' parameters are taken from the document itself). `{meter}` is the caller's own
+/// meter, so the query reaches the database.
 pub const QUERY_ROUTES: &[(&str, &[&str])] = &[
     (
         "/api/v1/audit",
@@ -105,28 +109,21 @@ pub const QUERY_ROUTES: &[(&str, &[&str])] = &[
     ),
     ("/api/v1/tokens", &["all"]),
     (
-        "/api/v1/meters",
-        &["customer", "site", "status", "q", "limit"],
+        "/api/v1/alarms",
+        &["meter", "kind", "status", "active", "since_ms", "limit"],
+    ),
+    ("/api/v1/cases", &["meter", "state", "limit"]),
+    ("/api/v1/notifications", &["since_ms"]),
+    ("/fleet", &["q", "status"]),
+    ("/my", &["customer"]),
+    (
+        "/my/meters/{meter}/readings.csv",
+        &["from", "to", "from_ms", "to_ms"],
     ),
     (
-        "/api/v1/meters/{meter}/readings",
-        &["from_ms", "to_ms", "resolution", "limit", "phase"],
+        "/web/meters/{meter}/series.json",
+        &["from_ms", "to_ms", "days", "kind"],
     ),
-    (
-        "/api/v1/meters/{meter}/events",
-        &["from_ms", "to_ms", "class", "limit"],
-    ),
-    (
-        "/api/v1/meters/{meter}/rollups",
-        &["from_ms", "to_ms", "resolution"],
-    ),
-    ("/api/v1/meters/{meter}/commands", &["status"]),
-    ("/api/v1/alarms", &["meter", "status", "kind", "limit"]),
-    (
-        "/api/v1/bills",
-        &["customer", "meter", "state", "from", "to"],
-    ),
-    ("/api/v1/quarantine", &["meter", "limit"]),
 ];
 
 /// Strings that break naive SQL (and a few other parsers).
@@ -175,9 +172,15 @@ pub fn encode(s: &str) -> String {
 
 /// Fills the placeholders.
 pub fn fill(template: &str, meter: &str, customer: &str) -> String {
+    fill_command(template, meter, customer, 1)
+}
+
+/// Fills the placeholders, `{command}` with `command`.
+pub fn fill_command(template: &str, meter: &str, customer: &str, command: i64) -> String {
     template
         .replace("{meter}", meter)
         .replace("{customer}", customer)
+        .replace("{command}", &command.to_string())
         .replace("{bill}", "1")
         .replace("{id}", "1")
 }

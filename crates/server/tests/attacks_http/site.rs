@@ -19,6 +19,8 @@ use tower::ServiceExt;
 /// Every account's password (long enough for the policy).
 pub const PASSWORD: &str = "correct horse battery staple";
 /// The site's public URL (CSRF origin checks).
+/// The start of every customer's display name: a response that contains it leaked a name.
+pub const PRIVATE_NAME: &str = "Private Name of";
 pub const PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -140,7 +142,7 @@ impl Site {
             store
                 .upsert_customer(&Customer {
                     id: c.into(),
-                    name: format!("customer {c}"),
+                    name: format!("{PRIVATE_NAME} {c}"),
                     time_zone: "UTC".into(),
                 })
                 .await
@@ -148,6 +150,32 @@ impl Site {
             let mut meter = Meter::new(MeterId::parse(m).expect("id"), format!("{m}.key"));
             meter.customer = Some(c.into());
             store.upsert_meter(&meter).await.expect("meter");
+        }
+        // Both customers are billed on a documented example tariff (bill to date, bills).
+        let tariff = include_str!("../../../billing/testdata/gb_single_rate.toml");
+        let billing = state.db.billing();
+        billing
+            .put_tariff(
+                "gb-single-rate",
+                "Single rate",
+                "GBP",
+                tariff,
+                "test",
+                server::now_ms(),
+            )
+            .await
+            .expect("tariff");
+        for c in ["c-a", "c-b"] {
+            billing
+                .assign_tariff(&server::billing::TariffAssignment {
+                    customer: c.into(),
+                    valid_from: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                    tariff_id: "gb-single-rate".into(),
+                    payment_mode: server::billing::PaymentMode::Postpaid,
+                    protected: false,
+                })
+                .await
+                .expect("tariff assignment");
         }
         for (name, role, customer) in [
             ("root", Role::Admin, None),
@@ -266,6 +294,23 @@ impl Site {
         self.send(req, ip).await
     }
 
+    /// Queues a relay command for `meter` (as an operator would) and returns its id.
+    pub async fn queue_command(&self, meter: &str) -> i64 {
+        self.state
+            .store
+            .create_command(&server::NewCommand {
+                meter: MeterId::parse(meter).expect("id"),
+                action: schema::Action::RelayDisconnect,
+                issued_by: "op".into(),
+                reason: "arrears".into(),
+                issued_ms: server::now_ms(),
+                expires_ms: server::now_ms() + 600_000,
+            })
+            .await
+            .expect("command")
+            .id
+    }
+
     /// Audit lines with this action (newest first).
     pub async fn audit(&self, action: &str) -> Vec<server::AuditRecord> {
         self.state
@@ -294,25 +339,5 @@ pub fn session_of(a: &Answer) -> Session {
 }
 
 fn drop_schema(config: PgConfig, schema: String) {
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let conn = format!(
-                "host={} port={} user={} dbname={}",
-                config.host, config.port, config.user, config.dbname
-            );
-            if let Ok((client, connection)) =
-                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
-            {
-                tokio::spawn(connection);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await;
-            }
-        });
-    })
-    .join();
+    let _ = server::PgStore::drop_schema_blocking(&config, &schema);
 }

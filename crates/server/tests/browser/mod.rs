@@ -149,10 +149,11 @@ async fn site() -> Site {
             .await
             .expect("customer");
     }
+    // The feeder first: the houses name it as their parent.
     for (m, customer, site) in [
+        ("m-feeder", None, "north"),
         ("m-alice", Some("c-alice"), "north"),
         ("m-bob", Some("c-bob"), "north"),
-        ("m-feeder", None, "north"),
     ] {
         let mut meter = Meter::new(id(m), format!("{m}.key"));
         meter.customer = customer.map(str::to_owned);
@@ -590,6 +591,53 @@ async fn customers_see_only_their_meters_and_download_their_csv() {
         )
         .await;
         b.screenshot("my-meter", width).await;
+        if width == 1366 {
+            // A chosen period: the charts reload for exactly those days; a reversed one is
+            // refused with a message, not a request.
+            let drawn = |day: &str| {
+                format!(
+                    "document.body.dataset.chartsDrawn = ''; \
+                     document.getElementById('range-from').value = '{day}'; \
+                     document.getElementById('range-to').value = '{day}'; \
+                     document.getElementById('range-form').requestSubmit(); \
+                     return document.getElementById('range-note').textContent"
+                )
+            };
+            let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            let note = b
+                .client
+                .execute(&drawn(&today), vec![])
+                .await
+                .expect("period");
+            assert!(note.as_str().unwrap_or("").contains(&today), "{note}");
+            b.until(
+                "return document.body.dataset.chartsDrawn",
+                "charts of the chosen period",
+                Duration::from_secs(15),
+            )
+            .await;
+            let err = b
+                .client
+                .execute("return window.__wattline.chartError || ''", vec![])
+                .await
+                .expect("err");
+            assert_eq!(err, json!(""), "chosen period charts failed");
+            let note = b
+                .client
+                .execute(
+                    "document.getElementById('range-from').value = '2026-02-02'; \
+                     document.getElementById('range-to').value = '2026-02-01'; \
+                     document.getElementById('range-form').requestSubmit(); \
+                     return document.getElementById('range-note').textContent",
+                    vec![],
+                )
+                .await
+                .expect("reversed");
+            assert!(
+                note.as_str().unwrap_or("").contains("on or before"),
+                "{note}"
+            );
+        }
         b.close().await;
     }
 

@@ -288,6 +288,7 @@ async fn relayed_envelopes_are_stored_as_the_owner_and_unknown_kinds_kept_raw() 
     let unknown = store.unknown_records(&owner).await.unwrap();
     assert_eq!(unknown, [(4, 3, "harmonics_v2".to_string(), vec![0xa0])]);
     assert_eq!(ingest.stats().unknown_kinds(), 1);
+    assert_eq!(ingest.stats().relayed(), 1);
     let published = live.recv().await.unwrap();
     assert_eq!(published.meter, owner);
     assert_eq!(published.records.len(), 4);

@@ -12,7 +12,13 @@
 //! DIR/demo-credentials.txt     the demo logins (0600), printed on every run
 //! DIR/scenarios/*.toml         the simulator scenarios of the fleet
 //! DIR/meters/<id>/             per meter: agent.toml, ca.pem, cert.pem, key.pem, seal.key, data/
+//! DIR/dlms/dlms-demo-1.lls     LLS password the server polls the COSEM meter with (0600)
 //! ```
+//!
+//! The first simulated meter also serves its COSEM server (`--cosem`, default 127.0.0.1:4059)
+//! with the documented demo credentials (`agent::cosem::CosemConfig::demo`), and the server
+//! polls it over DLMS as a second meter id, `dlms-demo-1`: the dashboard shows a DLMS-polled
+//! meter beside the MQTT ones.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -22,7 +28,7 @@ use anyhow::{Context, anyhow, bail};
 use schema::MeterId;
 use server::http::Role;
 use server::pki::files::PkiFiles;
-use server::runtime::{MqttConfig, Server, ServerConfig, ServerHandle, StoreConfig};
+use server::runtime::{EmbeddedMqtt, MqttConfig, Server, ServerConfig, ServerHandle, StoreConfig};
 use server::{Customer, Meter};
 
 use super::{BadInput, Failure, Outcome};
@@ -32,9 +38,14 @@ Examples:
   wattline demo
   wattline demo --data-dir /tmp/wl-demo --http 127.0.0.1:9080 --mqtt 127.0.0.1:9883
   wattline demo --meters 20
+  wattline demo --cosem 127.0.0.1:14059
 
 Starts the server and a simulated fleet (resistive, pump, PV house, harmonic load, a bypass
-theft under an observer meter, a tampered meter, plus --meters extra houses) in this process.
+theft and a slow theft each under an observer meter, a meter with a magnet on it, plus --meters
+extra houses) in this process. The three suspects appear as cases (/api/v1/cases) within
+minutes. The first meter serves DLMS/COSEM on --cosem (LLS password demo-lls, Green Book
+example keys); the server polls it as meter dlms-demo-1. While it runs, try:
+  wattline dlms read 127.0.0.1:4059 --association reader --password demo-lls --clock --energy
 The first run creates the PKI, the meters and the accounts in --data-dir and prints the logins
 (also saved to DATA_DIR/demo-credentials.txt, mode 0600); later runs resume. Ctrl-C stops.";
 
@@ -49,7 +60,11 @@ pub struct Args {
     /// Embedded MQTT/TLS broker listen address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8883")]
     pub mqtt: SocketAddr,
-    /// Extra simulated houses beyond the six demo cases (0 to 500).
+    /// The first meter's DLMS/COSEM server (TCP wrapper); if the address is taken the demo
+    /// runs without it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4059")]
+    pub cosem: SocketAddr,
+    /// Extra simulated houses beyond the demo fleet (0 to 500).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub meters: usize,
     /// Reporting interval of the simulated meters, seconds.
@@ -99,6 +114,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "tampered",
         include_str!("../../../agent/src/sources/simulator/scenarios/tampered.toml"),
     ),
+    (
+        "slow_theft",
+        include_str!("../../../agent/src/sources/simulator/scenarios/slow_theft.toml"),
+    ),
 ];
 
 /// The demo customers: id, name.
@@ -109,6 +128,7 @@ const CUSTOMERS: &[(&str, &str)] = &[
     ("c-print", "Print Shop"),
     ("c-theft", "Back Street 13"),
     ("c-tamper", "Corner House"),
+    ("c-slow", "Mill Lane 4"),
 ];
 
 fn fleet(extra: usize) -> Vec<DemoMeter> {
@@ -155,7 +175,28 @@ fn fleet(extra: usize) -> Vec<DemoMeter> {
         },
         DemoMeter {
             customer: Some("c-tamper"),
-            ..m("demo-tampered", "tampered", "cover opened, magnet")
+            ..m(
+                "demo-tampered",
+                "tampered",
+                "magnet from 30 s, cover opened",
+            )
+        },
+        DemoMeter {
+            observer: true,
+            ..m(
+                "demo-observer-2",
+                "slow_theft",
+                "utility observer upstream of demo-slow-theft",
+            )
+        },
+        DemoMeter {
+            parent: Some("demo-observer-2"),
+            customer: Some("c-slow"),
+            ..m(
+                "demo-slow-theft",
+                "slow_theft",
+                "hidden load growing from 30 s over 10 minutes",
+            )
         },
     ];
     for i in 0..extra {
@@ -185,16 +226,34 @@ pub fn run(args: &Args) -> Outcome {
             .bad_input();
         }
     }
+    if args.cosem.port() == 0 {
+        return Err(anyhow!(
+            "--cosem needs a fixed port (the server polls it), got {}",
+            args.cosem
+        ))
+        .bad_input();
+    }
+    // The COSEM meter is a bonus: a taken port is said clearly and the demo goes on without it.
+    let cosem = match std::net::TcpListener::bind(args.cosem) {
+        Ok(_) => Some(args.cosem),
+        Err(e) => {
+            eprintln!(
+                "warning: {} is not available ({e}): the demo runs without its DLMS/COSEM meter (choose another address with --cosem ADDR)",
+                args.cosem
+            );
+            None
+        }
+    };
     super::server::init_logging_with("warn,wattline=info");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    rt.block_on(run_async(args))
+    rt.block_on(run_async(args, cosem))
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    server::keystore::write_secret_file(path, text)
+    server::keystore::replace_secret_file(path, text)
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -283,6 +342,7 @@ async fn enrol(
     m: &DemoMeter,
     mqtt: SocketAddr,
     interval_s: u32,
+    cosem: Option<SocketAddr>,
 ) -> anyhow::Result<PathBuf> {
     let id = MeterId::parse(&m.id).map_err(|e| anyhow!("meter id {}: {e}", m.id))?;
     let mdir = dir.join("meters").join(&m.id);
@@ -347,12 +407,36 @@ async fn enrol(
         host = host.to_string(),
         port = mqtt.port(),
     );
+    let text = match cosem {
+        None => text,
+        Some(addr) => {
+            let c = agent::cosem::CosemConfig::demo(addr);
+            format!(
+                "{text}\n# The documented demo credentials (README): never for a real meter.\n\
+                 [cosem]\n\
+                 listen = \"{}\"\n\
+                 system_title = {:?}\n\
+                 lls_password = {:?}\n\
+                 block_cipher_key = {:?}\n\
+                 authentication_key = {:?}\n\
+                 client_system_title = {:?}\n\
+                 capture_period_s = {}\n",
+                c.listen,
+                c.system_title,
+                c.lls_password,
+                c.block_cipher_key,
+                c.authentication_key,
+                c.client_system_title,
+                c.capture_period_s,
+            )
+        }
+    };
     let path = mdir.join("agent.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
-async fn run_async(args: &Args) -> Outcome {
+async fn run_async(args: &Args, cosem: Option<SocketAddr>) -> Outcome {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let dir = args
@@ -380,21 +464,21 @@ async fn run_async(args: &Args) -> Outcome {
     let mut config = ServerConfig {
         data_dir: dir.clone(),
         store: StoreConfig::Sqlite,
-        mqtt: MqttConfig::Embedded {
+        mqtt: MqttConfig::Embedded(EmbeddedMqtt {
             listen: args.mqtt,
             cert_file: None,
             key_file: None,
             ca_file: None,
             allow_plain: false,
             max_unacked_per_connection: 64,
-        },
-        http: Default::default(),
-        ingest: Default::default(),
-        retention: Default::default(),
+        }),
+        // Short alarm intervals: the theft and tamper cases appear within minutes.
+        alarms: server::alarms::AlarmConfig::demo_for_interval(args.interval_s),
+        ..ServerConfig::default()
     };
     config.http.listen = args.http;
     config.http.admin_token_file = Some(token_path.clone());
-    let handle = Server::start(&config).await.map_err(|e| {
+    let mut handle = Server::start(&config).await.map_err(|e| {
         let flag = match e.addr_in_use {
             Some(a) if a == args.http => " (choose another address with --http ADDR)",
             Some(_) => " (choose another address with --mqtt ADDR)",
@@ -402,13 +486,54 @@ async fn run_async(args: &Args) -> Outcome {
         };
         Failure::Runtime(anyhow!("starting the demo server: {e}{flag}"))
     })?;
-    let result = run_fleet(args, &dir, &pki, &handle).await;
+    let result = run_fleet(args, &dir, &pki, &mut handle, cosem).await;
     handle.shutdown().await;
     eprintln!("demo stopped; run the same command again to resume");
     result
 }
 
-async fn run_fleet(args: &Args, dir: &Path, pki: &PkiFiles, handle: &ServerHandle) -> Outcome {
+/// The meter id the demo server polls the first meter's COSEM server as.
+const DLMS_METER: &str = "dlms-demo-1";
+
+/// Registers [`DLMS_METER`] (first run), writes its LLS password file and starts polling
+/// `cosem` every `interval_s`.
+async fn poll_cosem_meter(
+    handle: &mut ServerHandle,
+    dir: &Path,
+    cosem: SocketAddr,
+    interval_s: u32,
+) -> anyhow::Result<()> {
+    let id = MeterId::parse(DLMS_METER).map_err(|e| anyhow!("{DLMS_METER}: {e}"))?;
+    let store = handle.database().store();
+    if store.meter(&id).await?.is_none() {
+        let mut meter = Meter::new(id, format!("keystore:{DLMS_METER}"));
+        meter.reporting_interval_s = interval_s;
+        meter.site = Some("demo feeder (DLMS-polled)".to_owned());
+        store.upsert_meter(&meter).await?;
+    }
+    let secrets = dir.join("dlms");
+    std::fs::create_dir_all(&secrets).with_context(|| format!("creating {}", secrets.display()))?;
+    let password = secrets.join(format!("{DLMS_METER}.lls"));
+    write_private(
+        &password,
+        &format!("{}\n", agent::cosem::CosemConfig::demo(cosem).lls_password),
+    )?;
+    let mut m = server::dlms::DlmsMeterConfig::new(DLMS_METER, &cosem.to_string());
+    m.password_file = Some(password);
+    m.poll_every_s = u64::from(interval_s);
+    m.retry_max_s = 30;
+    handle
+        .poll_dlms(&server::dlms::DlmsSection { meters: vec![m] })
+        .map_err(|e| anyhow!("{e}"))
+}
+
+async fn run_fleet(
+    args: &Args,
+    dir: &Path,
+    pki: &PkiFiles,
+    handle: &mut ServerHandle,
+    cosem: Option<SocketAddr>,
+) -> Outcome {
     let store = handle.database().store();
     for (id, name) in CUSTOMERS {
         store
@@ -425,9 +550,10 @@ async fn run_fleet(args: &Args, dir: &Path, pki: &PkiFiles, handle: &ServerHandl
         .ok_or_else(|| anyhow!("the demo needs the embedded broker"))?;
     let fleet = fleet(args.meters);
     let mut configs = Vec::with_capacity(fleet.len());
-    for m in &fleet {
+    for (i, m) in fleet.iter().enumerate() {
+        let serves_cosem = if i == 0 { cosem } else { None };
         configs.push(
-            enrol(handle, pki, dir, m, mqtt, args.interval_s)
+            enrol(handle, pki, dir, m, mqtt, args.interval_s, serves_cosem)
                 .await
                 .with_context(|| format!("enrolling {}", m.id))?,
         );
@@ -463,6 +589,19 @@ async fn run_fleet(args: &Args, dir: &Path, pki: &PkiFiles, handle: &ServerHandl
         ));
     }
 
+    // The COSEM server starts with the first meter's pipeline; a first poll that finds it
+    // not yet listening is retried after 5 s.
+    let polled = match cosem {
+        Some(addr) => match poll_cosem_meter(handle, dir, addr, args.interval_s).await {
+            Ok(()) => Some(addr),
+            Err(e) => {
+                eprintln!("warning: the demo does not poll its COSEM meter: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+
     let http = handle.http_addr();
     let mut banner = String::new();
     banner.push_str("\nwattline demo is running\n\n");
@@ -475,9 +614,23 @@ async fn run_fleet(args: &Args, dir: &Path, pki: &PkiFiles, handle: &ServerHandl
         dir.join("admin-token").display()
     ));
     banner.push_str(&format!(
+        "  Cases       http://{http}/api/v1/cases (the theft and tamper suspects, within minutes)\n"
+    ));
+    banner.push_str(&format!(
         "  MQTT/TLS    {mqtt} (CA {})\n",
         pki.ca_cert().display()
     ));
+    if let Some(addr) = cosem {
+        banner.push_str(&format!(
+            "  DLMS/COSEM  {addr} ({}, LLS password demo-lls; try `wattline dlms read {addr} --association reader --password demo-lls --clock --energy`)\n",
+            fleet[0].id
+        ));
+    }
+    if polled.is_some() {
+        banner.push_str(&format!(
+            "              polled by the server over DLMS as meter {DLMS_METER}\n"
+        ));
+    }
     banner.push_str(&format!("  Data dir    {}\n", dir.display()));
     banner.push_str(&format!("  Meters      {}\n", fleet.len()));
     for m in &fleet {

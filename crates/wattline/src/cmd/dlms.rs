@@ -1,23 +1,20 @@
-//! `wattline dlms read HOST:PORT`: the head-end DLMS/COSEM client on the command line — blocking
-//! std TCP (IEC 62056-47 wrapper or IEC 62056-46 HDLC) driving the sans-IO `dlms::Client`, with
-//! register values scaled and printed with their units.
+//! `wattline dlms read HOST:PORT`: the head-end DLMS/COSEM client on the command line — the
+//! server's I/O session (`server::dlms::session`: TCP wrapper or HDLC over TCP driving the
+//! sans-IO `dlms::Client`, shared with the server's poller) plus argument parsing and
+//! printing, with register values scaled and printed with their units.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ::dlms::apdu::{AttributeDescriptor, DataAccessResult, SelectiveAccess};
-use ::dlms::cosem::{CaptureObject, ScalerUnit, Unit, class_id, decode_buffer};
-use ::dlms::hdlc::{self, ClientLinkEvent, HdlcClientLink, LinkParameters};
-use ::dlms::wrapper::{self, StreamDecoder};
-use ::dlms::{
-    Client, ClientAuthentication, ClientConfig, Data, DateTime, DeviationConvention, ErrorKind,
-    Event, Keys, MemoryCounterStore, Obis, SystemTitle, entry_selection, range_selection,
-};
+use ::dlms::apdu::DataAccessResult;
+use ::dlms::cosem::{CaptureObject, ScalerUnit, Unit, class_id};
+use ::dlms::{Client, ClientAuthentication, Data, DateTime, DeviationConvention, Obis};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
+use server::dlms::session::{self, KeyFile, Refused, Selection, Session, SessionConfig, Target};
 
 use super::{BadInput, Failure, Outcome};
 
@@ -70,19 +67,11 @@ pub enum Association {
 }
 
 impl Association {
-    fn client_sap(self) -> u16 {
+    fn session(self) -> session::Association {
         match self {
-            Association::Public => 16,
-            Association::Reader => 17,
-            Association::Management => 1,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Association::Public => "public",
-            Association::Reader => "reader (lls)",
-            Association::Management => "management (hls-gmac)",
+            Association::Public => session::Association::Public,
+            Association::Reader => session::Association::Reader,
+            Association::Management => session::Association::Management,
         }
     }
 }
@@ -178,38 +167,6 @@ pub fn run(args: &Args) -> Outcome {
     }
 }
 
-/// One attribute to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Target {
-    class_id: u16,
-    obis: Obis,
-    attribute: i8,
-}
-
-impl Target {
-    const fn new(class_id: u16, obis: Obis, attribute: i8) -> Self {
-        Target {
-            class_id,
-            obis,
-            attribute,
-        }
-    }
-
-    fn descriptor(&self) -> AttributeDescriptor {
-        AttributeDescriptor {
-            class_id: self.class_id,
-            instance: self.obis,
-            attribute_id: self.attribute,
-        }
-    }
-
-    /// Classes whose attribute 2 is a value with a scaler_unit in attribute 3: register,
-    /// extended register, demand register (Blue Book 4.3.2–4.3.4).
-    fn has_scaler_unit(&self) -> bool {
-        matches!(self.class_id, 3..=5) && self.attribute == 2
-    }
-}
-
 /// Parses `CLASS/A.B.C.D.E.F/ATTR`.
 fn parse_target(s: &str) -> anyhow::Result<Target> {
     let parts: Vec<&str> = s.split('/').collect();
@@ -233,55 +190,6 @@ fn parse_target(s: &str) -> anyhow::Result<Target> {
 fn parse_obis(s: &str) -> anyhow::Result<Obis> {
     s.parse::<Obis>()
         .map_err(|e| anyhow!("obis code {s:?}: {}", e.kind()))
-}
-
-/// Parses hex (spaces and colons allowed) of exactly `N` bytes.
-fn parse_hex<const N: usize>(what: &str, s: &str) -> anyhow::Result<[u8; N]> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(|b| !matches!(b, b' ' | b':' | b'-'))
-        .collect();
-    let invalid = || anyhow!("{what} is not {N} bytes of hex ({} hex digits)", 2 * N);
-    if digits.len() != 2 * N {
-        return Err(invalid());
-    }
-    let mut out = [0u8; N];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).map_err(|_| invalid())?;
-        out[i] = u8::from_str_radix(text, 16).map_err(|_| invalid())?;
-    }
-    Ok(out)
-}
-
-/// The `key = value` lines of a key file. Values are never echoed in errors.
-fn read_key_file(path: &PathBuf) -> Result<Vec<(String, String)>, Failure> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read key file {}", path.display()))
-        .bad_input()?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let Some((key, value)) = line.split_once(['=', ':']) else {
-            return Err(Failure::BadInput(anyhow!(
-                "key file {} line {}: expected `name = HEX`",
-                path.display(),
-                n + 1
-            )));
-        };
-        let key = key.trim().to_ascii_lowercase().replace('-', "_");
-        if !matches!(key.as_str(), "block_key" | "auth_key" | "system_title") {
-            return Err(Failure::BadInput(anyhow!(
-                "key file {} line {}: unknown name {key:?} (block_key, auth_key, system_title)",
-                path.display(),
-                n + 1
-            )));
-        }
-        out.push((key, value.trim().to_string()));
-    }
-    Ok(out)
 }
 
 /// Parses an ISO 8601 time: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` with `Z` or `±HH:MM`
@@ -366,14 +274,6 @@ fn parse_entries(s: &str) -> anyhow::Result<(u32, u32)> {
         return Err(bad());
     }
     Ok((a, b))
-}
-
-/// What the profile read selects.
-#[derive(Debug, Clone, Copy)]
-enum Selection {
-    All,
-    Range { from_s: i64, to_s: i64 },
-    Entries { from: u32, to: u32 },
 }
 
 /// Everything to read, validated before connecting.
@@ -482,371 +382,41 @@ fn authentication(args: &ReadArgs) -> Result<ClientAuthentication, Failure> {
             Ok(ClientAuthentication::Lls { password })
         }
         Association::Management => {
-            let mut block = args.block_key.clone();
-            let mut auth = args.auth_key.clone();
-            let mut title = args.system_title.clone();
-            if let Some(path) = &args.key_file {
-                for (key, value) in read_key_file(path)? {
-                    let slot = match key.as_str() {
-                        "block_key" => &mut block,
-                        "auth_key" => &mut auth,
-                        _ => &mut title,
-                    };
-                    slot.get_or_insert(value);
+            let mut keys = match &args.key_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read key file {}", path.display()))
+                        .bad_input()?;
+                    KeyFile::parse(&path.display().to_string(), &text)
+                        .map_err(|e| Failure::BadInput(anyhow!(e)))?
                 }
-            }
-            let missing = |what: &str| {
-                Failure::BadInput(anyhow!(
-                    "the management association needs {what} (flag or --key-file)"
-                ))
+                None => KeyFile::default(),
             };
-            let block = block.ok_or_else(|| missing("--block-key"))?;
-            let auth = auth.ok_or_else(|| missing("--auth-key"))?;
-            let title = title.ok_or_else(|| missing("--system-title"))?;
-            let keys = Keys {
-                block_cipher_key: parse_hex::<16>("the block key", &block).bad_input()?,
-                authentication_key: parse_hex::<16>("the auth key", &auth).bad_input()?,
-            };
-            let system_title: SystemTitle =
-                parse_hex::<8>("the system title", &title).bad_input()?;
-            let mut challenge = vec![0u8; 16];
-            random_bytes(&mut challenge);
-            Ok(ClientAuthentication::HlsGmac {
-                keys,
-                system_title,
-                challenge,
-            })
-        }
-    }
-}
-
-/// Fills `buf` with unpredictable bytes for the HLS challenge (CtoS): the OS generator, or,
-/// where /dev/urandom does not exist, std's randomly keyed SipHash.
-fn random_bytes(buf: &mut [u8]) {
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .is_ok()
-    {
-        return;
-    }
-    use std::hash::{BuildHasher, Hasher};
-    for (i, chunk) in buf.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(i);
-        let v = h.finish().to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-}
-
-/// How APDUs travel to the meter.
-enum Link {
-    Wrapper {
-        stream: TcpStream,
-        decoder: StreamDecoder,
-        client_sap: u16,
-        server: u16,
-    },
-    Hdlc {
-        stream: TcpStream,
-        decoder: hdlc::StreamDecoder,
-        link: Box<HdlcClientLink>,
-    },
-}
-
-fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> anyhow::Result<usize> {
-    match stream.read(buf) {
-        Ok(0) => bail!("the meter closed the connection"),
-        Ok(n) => Ok(n),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            bail!("no answer from the meter within the timeout")
-        }
-        Err(e) => Err(e).context("reading from the meter"),
-    }
-}
-
-impl Link {
-    fn connect(addr: SocketAddr, args: &ReadArgs, client_sap: u16) -> anyhow::Result<Link> {
-        let timeout = Duration::from_secs_f64(args.timeout);
-        let stream = TcpStream::connect_timeout(&addr, timeout)
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream.set_nodelay(true)?;
-        if !args.hdlc {
-            return Ok(Link::Wrapper {
-                stream,
-                decoder: StreamDecoder::new(65_535),
-                client_sap,
-                server: args.server_address,
-            });
-        }
-        let upper = u8::try_from(args.server_address)
-            .ok()
-            .filter(|u| *u < 0x80)
-            .ok_or_else(|| anyhow!("--server-address above 127 does not fit an hdlc address"))?;
-        let server = hdlc::Address::Two {
-            upper,
-            lower: args.physical_address,
-        };
-        let params = LinkParameters {
-            max_info_tx: 512,
-            max_info_rx: 512,
-            ..LinkParameters::default()
-        };
-        let mut link = Link::Hdlc {
-            stream,
-            decoder: hdlc::StreamDecoder::new(),
-            link: Box::new(HdlcClientLink::new(client_sap as u8, server, params)),
-        };
-        let Link::Hdlc { link: l, .. } = &mut link else {
-            unreachable!("just built")
-        };
-        let snrm = l.snrm().map_err(|e| anyhow!("hdlc snrm: {e}"))?;
-        match link.hdlc_exchange(snrm).context("opening the hdlc link")? {
-            ClientLinkEvent::Connected(_) => Ok(link),
-            other => bail!("opening the hdlc link: the meter answered snrm with {other:?}"),
-        }
-    }
-
-    /// Sends one APDU and returns the APDU answered.
-    fn exchange(&mut self, apdu: &[u8]) -> anyhow::Result<Vec<u8>> {
-        match self {
-            Link::Wrapper {
-                stream,
-                decoder,
-                client_sap,
-                server,
-            } => {
-                let frame = wrapper::frame(*client_sap, *server, apdu)
-                    .map_err(|e| anyhow!("framing the request: {e}"))?;
-                stream.write_all(&frame).context("sending to the meter")?;
-                let mut buf = [0u8; 4096];
-                loop {
-                    if let Some(f) = decoder
-                        .next_frame()
-                        .map_err(|e| anyhow!("bad answer from the meter: {e}"))?
-                    {
-                        return Ok(f.apdu);
-                    }
-                    let n = read_some(stream, &mut buf)?;
-                    decoder.push(&buf[..n]);
+            // Flags override the file.
+            for (flag, slot) in [
+                (&args.block_key, &mut keys.block_key),
+                (&args.auth_key, &mut keys.auth_key),
+                (&args.system_title, &mut keys.system_title),
+            ] {
+                if let Some(v) = flag {
+                    *slot = Some(v.clone());
                 }
             }
-            Link::Hdlc { link, .. } => {
-                let first = link
-                    .send_apdu(apdu)
-                    .map_err(|e| anyhow!("hdlc framing: {e}"))?;
-                match self.hdlc_exchange(first)? {
-                    ClientLinkEvent::Apdu(a) => Ok(a),
-                    other => bail!("expected an apdu over hdlc, got {other:?}"),
+            for (what, slot) in [
+                ("--block-key", &keys.block_key),
+                ("--auth-key", &keys.auth_key),
+                ("--system-title", &keys.system_title),
+            ] {
+                if slot.is_none() {
+                    return Err(Failure::BadInput(anyhow!(
+                        "the management association needs {what} (flag or --key-file)"
+                    )));
                 }
             }
+            keys.authentication("--key-file")
+                .map_err(|e| Failure::BadInput(anyhow!(e)))
         }
     }
-
-    /// Sends an HDLC frame and runs the link (segments, RR) until it yields more than a frame
-    /// of its own to send.
-    fn hdlc_exchange(&mut self, mut frame: Vec<u8>) -> anyhow::Result<ClientLinkEvent> {
-        let Link::Hdlc {
-            stream,
-            decoder,
-            link,
-        } = self
-        else {
-            bail!("not an hdlc link");
-        };
-        let mut buf = [0u8; 4096];
-        loop {
-            stream.write_all(&frame).context("sending to the meter")?;
-            loop {
-                let repr = loop {
-                    // A corrupt frame is skipped: HDLC recovers by the meter repeating it.
-                    if let Ok(Some(r)) = decoder.next_frame() {
-                        break r;
-                    }
-                    let n = read_some(stream, &mut buf)?;
-                    decoder.push(&buf[..n]);
-                };
-                match link.receive(&repr).map_err(|e| anyhow!("hdlc link: {e}"))? {
-                    ClientLinkEvent::None => continue,
-                    ClientLinkEvent::Send(next) => {
-                        frame = next;
-                        break;
-                    }
-                    other => return Ok(other),
-                }
-            }
-        }
-    }
-
-    /// Closes an HDLC link with DISC (the wrapper needs nothing beyond the RLRQ).
-    fn close(&mut self) -> anyhow::Result<()> {
-        if let Link::Hdlc { link, .. } = self {
-            let disc = link.disc().map_err(|e| anyhow!("hdlc disc: {e}"))?;
-            self.hdlc_exchange(disc)?;
-        }
-        Ok(())
-    }
-}
-
-/// A meter refused one read: the data-access-result.
-#[derive(Debug, Clone, Copy)]
-struct Refused(u8);
-
-impl Refused {
-    fn name(self) -> String {
-        match DataAccessResult::from(self.0) {
-            DataAccessResult::HardwareFault => "hardware-fault".into(),
-            DataAccessResult::TemporaryFailure => "temporary-failure".into(),
-            DataAccessResult::ReadWriteDenied => "read-write-denied".into(),
-            DataAccessResult::ObjectUndefined => "object-undefined".into(),
-            DataAccessResult::ObjectClassInconsistent => "object-class-inconsistent".into(),
-            DataAccessResult::ObjectUnavailable => "object-unavailable".into(),
-            DataAccessResult::TypeUnmatched => "type-unmatched".into(),
-            DataAccessResult::ScopeOfAccessViolated => "scope-of-access-violated".into(),
-            _ => format!("data-access-result {}", self.0),
-        }
-    }
-}
-
-/// An open association.
-struct Session {
-    link: Link,
-    client: Client,
-    counters: MemoryCounterStore,
-}
-
-fn association_diagnostic(code: u8) -> &'static str {
-    // Green Book, AARE result-source-diagnostic, acse-service-user values.
-    match code {
-        1 => "no reason given",
-        2 => "application context name not supported",
-        11 => "authentication mechanism name not recognised",
-        12 => "authentication mechanism name required",
-        13 => "authentication failure",
-        14 => "authentication required",
-        _ => "other",
-    }
-}
-
-impl Session {
-    fn open(
-        addr: SocketAddr,
-        args: &ReadArgs,
-        association: Association,
-        authentication: ClientAuthentication,
-        first_counter: u32,
-    ) -> anyhow::Result<Session> {
-        let mut config = ClientConfig::new(association.client_sap(), authentication);
-        config.server_logical_device = args.server_address;
-        if args.deviation_local_minus_utc {
-            config.clock_deviation = DeviationConvention::LocalMinusUtc;
-        }
-        let link = Link::connect(addr, args, association.client_sap())?;
-        let mut session = Session {
-            link,
-            client: Client::new(config),
-            counters: MemoryCounterStore::new(first_counter),
-        };
-        let aarq = session
-            .client
-            .associate(&mut session.counters)
-            .map_err(|e| anyhow!("building the aarq: {e}"))?;
-        let what = association.name();
-        match session.request(aarq) {
-            Ok(Event::Associated) => Ok(session),
-            Ok(other) => bail!("the {what} association was answered with {other:?}"),
-            Err(e) => {
-                let message = match e.downcast_ref::<::dlms::Error>().map(|d| d.kind()) {
-                    Some(ErrorKind::Peer(_, code)) if e.to_string().starts_with("aare") => {
-                        let hint = match (code, association) {
-                            (13, Association::Reader) => " — wrong password?",
-                            (13, Association::Management) => " — wrong keys or system title?",
-                            _ => "",
-                        };
-                        format!(
-                            "the meter rejected the {what} association (diagnostic {code}: {}){hint}",
-                            association_diagnostic(*code)
-                        )
-                    }
-                    Some(ErrorKind::AuthenticationFailed | ErrorKind::Replay { .. }) => format!(
-                        "the {what} association failed: {e} — wrong keys, or an invocation counter out of sync?"
-                    ),
-                    _ => format!("the {what} association failed: {e:#}"),
-                };
-                Err(anyhow!(message))
-            }
-        }
-    }
-
-    /// Sends `apdu`, following continuations (HLS pass 3, next GET block) to a final event.
-    fn request(&mut self, mut apdu: Vec<u8>) -> anyhow::Result<Event> {
-        loop {
-            let reply = self.link.exchange(&apdu)?;
-            match self.client.handle(&reply, &mut self.counters)? {
-                Event::Send(next) => apdu = next,
-                other => return Ok(other),
-            }
-        }
-    }
-
-    /// Reads one attribute; a data-access-result from the meter is `Ok(Err(..))`.
-    fn get(
-        &mut self,
-        target: Target,
-        access: Option<SelectiveAccess>,
-    ) -> anyhow::Result<Result<Data, Refused>> {
-        let apdu = self
-            .client
-            .get(target.descriptor(), access, &mut self.counters)
-            .map_err(|e| anyhow!("building the get request: {e}"))?;
-        match self.request(apdu) {
-            Ok(Event::Value(d)) => Ok(Ok(d)),
-            Ok(other) => bail!("get {}: unexpected answer {other:?}", describe(target)),
-            Err(e) => match e.downcast_ref::<::dlms::Error>().map(|d| d.kind()) {
-                Some(ErrorKind::Peer("data-access-result", code)) => Ok(Err(Refused(*code))),
-                _ => Err(e.context(format!("reading {}", describe(target)))),
-            },
-        }
-    }
-
-    /// Reads attribute 3 (scaler_unit) of a register, if the meter gives it.
-    fn scaler_unit(&mut self, target: Target) -> anyhow::Result<Option<ScalerUnit>> {
-        if !target.has_scaler_unit() {
-            return Ok(None);
-        }
-        let su = Target::new(target.class_id, target.obis, 3);
-        Ok(match self.get(su, None)? {
-            Ok(d) => Some(ScalerUnit::from_data(&d).ok_or_else(|| {
-                anyhow!("{}: scaler_unit is not {{integer, enum}}", describe(su))
-            })?),
-            Err(_) => None,
-        })
-    }
-
-    fn release(&mut self) -> anyhow::Result<()> {
-        let rlrq = self
-            .client
-            .release()
-            .map_err(|e| anyhow!("building the rlrq: {e}"))?;
-        self.request(rlrq)?;
-        self.link.close()
-    }
-}
-
-fn describe(t: Target) -> String {
-    format!("{}/{}/{}", t.class_id, dotted(t.obis), t.attribute)
-}
-
-/// `a.b.c.d.e.f`, the form --obis takes.
-fn dotted(o: Obis) -> String {
-    let [a, b, c, d, e, f] = o.0;
-    format!("{a}.{b}.{c}.{d}.{e}.{f}")
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, Failure> {
@@ -875,12 +445,20 @@ fn read(args: &ReadArgs) -> Outcome {
     }
     let authentication = authentication(args)?;
     let addr = resolve(&args.address)?;
+    let config = session_config(addr, args);
     let first_counter = match (args.association, args.invocation_counter) {
         (Association::Management, Some(n)) => n,
-        (Association::Management, None) => meter_counter(addr, args)?,
+        (Association::Management, None) => session::meter_invocation_counter(&config)
+            .context("reading the invocation counter 0-0:43.1.0.255 before the management association (or give --invocation-counter)")?,
         _ => 1,
     };
-    let mut session = Session::open(addr, args, args.association, authentication, first_counter)?;
+    let mut session = Session::open(
+        &config,
+        args.association.session(),
+        authentication,
+        first_counter,
+    )
+    .map_err(anyhow::Error::from)?;
     let mut out = Output::new(args.json);
     let mut refused = 0usize;
     let result = (|| -> anyhow::Result<()> {
@@ -892,7 +470,7 @@ fn read(args: &ReadArgs) -> Outcome {
             {
                 refused += 1;
             }
-            out.attribute(&record, &session.client);
+            out.attribute(&record, session.client());
         }
         out.flush_table()?;
         if let Some((obis, selection)) = plan.profile
@@ -919,24 +497,25 @@ fn read(args: &ReadArgs) -> Outcome {
     Ok(())
 }
 
-/// The meter's last accepted invocation counter from our management title, read over the
-/// public association (0-0:43.1.0.255 is public by the wattline convention), plus one.
-fn meter_counter(addr: SocketAddr, args: &ReadArgs) -> Result<u32, Failure> {
-    let mut public = Session::open(addr, args, Association::Public, ClientAuthentication::None, 1)
-        .context("reading the invocation counter 0-0:43.1.0.255 before the management association (or give --invocation-counter)")?;
-    let target = Target::new(class_id::DATA, Obis::INVOCATION_COUNTER, 2);
-    let value = public.get(target, None)?;
-    let _ = public.release();
-    let counter = value
-        .map_err(|r| anyhow!("the meter refused to give its invocation counter 0-0:43.1.0.255 ({}); give --invocation-counter", r.name()))?
-        .as_i128()
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| anyhow!("invocation counter 0-0:43.1.0.255 is not an unsigned number"))?;
-    counter.checked_add(1).ok_or_else(|| {
-        Failure::Runtime(anyhow!(
-            "the invocation counter is exhausted: the meter needs new keys"
-        ))
-    })
+/// Where and how to reach the meter, from the flags.
+fn session_config(addr: SocketAddr, args: &ReadArgs) -> SessionConfig {
+    SessionConfig {
+        address: addr,
+        transport: if args.hdlc {
+            session::Transport::Hdlc {
+                physical_address: args.physical_address,
+            }
+        } else {
+            session::Transport::Wrapper
+        },
+        server_logical_device: args.server_address,
+        timeout: Duration::from_secs_f64(args.timeout),
+        clock_deviation: if args.deviation_local_minus_utc {
+            DeviationConvention::LocalMinusUtc
+        } else {
+            DeviationConvention::UtcMinusLocal
+        },
+    }
 }
 
 /// One attribute read with its meaning applied.
@@ -1070,55 +649,14 @@ fn profile(
     obis: Obis,
     selection: Selection,
 ) -> anyhow::Result<bool> {
-    let pg = |attribute| Target::new(class_id::PROFILE_GENERIC, obis, attribute);
-    let columns_data = match session.get(pg(3), None)? {
-        Ok(d) => d,
-        Err(r) => {
-            out.refused(pg(3), r)?;
+    let profile = match session.read_profile(obis, selection)? {
+        Ok(p) => p,
+        Err((target, r)) => {
+            out.refused(target, r)?;
             return Ok(false);
         }
     };
-    let columns = CaptureObject::list_from_data(&columns_data)
-        .map_err(|e| anyhow!("profile {obis} capture objects: {e}"))?;
-    let period_s = match session.get(pg(4), None)? {
-        Ok(d) => d
-            .as_i128()
-            .and_then(|p| u32::try_from(p).ok())
-            .ok_or_else(|| anyhow!("profile {obis} capture period is not an unsigned number"))?,
-        Err(r) => {
-            out.refused(pg(4), r)?;
-            return Ok(false);
-        }
-    };
-    let access = match selection {
-        Selection::All => None,
-        Selection::Entries { from, to } => Some(entry_selection(from, to)),
-        Selection::Range { from_s, to_s } => {
-            let clock = columns
-                .iter()
-                .find(|c| c.class_id == class_id::CLOCK)
-                .ok_or_else(|| {
-                    anyhow!("profile {obis} has no clock column to select a time range on; use --entries")
-                })?;
-            let conv = session.client.config().clock_deviation;
-            Some(range_selection(
-                clock,
-                DateTime::from_unix(from_s, 0, conv),
-                DateTime::from_unix(to_s, 0, conv),
-            ))
-        }
-    };
-    let buffer = match session.get(pg(2), access)? {
-        Ok(d) => d,
-        Err(r) => {
-            out.refused(pg(2), r)?;
-            return Ok(false);
-        }
-    };
-    let rows = decode_buffer(&buffer, &columns, period_s)
-        .map_err(|e| anyhow!("profile {obis} buffer: {e}"))?;
-    // `Row` is not exported by the dlms crate: keep the values only.
-    let rows: Vec<Vec<Data>> = rows.into_iter().map(|r| r.values).collect();
+    let (columns, rows) = (profile.columns, profile.rows);
     let mut units = Vec::with_capacity(columns.len());
     for c in &columns {
         let t = Target::new(c.class_id, c.logical_name, c.attribute_id);
@@ -1128,7 +666,7 @@ fn profile(
             None
         });
     }
-    out.profile(obis, &columns, &units, &rows, &session.client)?;
+    out.profile(obis, &columns, &units, &rows, session.client())?;
     Ok(true)
 }
 
@@ -1298,7 +836,7 @@ impl Output {
                 "error": e.name(),
             }))
         } else {
-            emit(&format!("{}: error: {}\n", describe(t), e.name()))
+            emit(&format!("{t}: error: {}\n", e.name()))
         }
     }
 
@@ -1490,16 +1028,15 @@ mod tests {
         assert!(parse_entries("0..3").is_err());
         assert!(parse_entries("5..3").is_err());
         assert_eq!(
-            parse_hex::<8>("t", "4D4D4D00 00000001").unwrap(),
+            session::parse_hex::<8>("t", "4D4D4D00 00000001").unwrap(),
             [0x4D, 0x4D, 0x4D, 0, 0, 0, 0, 1]
         );
-        assert!(parse_hex::<8>("t", "4D4D4D").is_err());
-        assert!(parse_hex::<2>("t", "zz00").is_err());
+        assert!(session::parse_hex::<8>("t", "4D4D4D").is_err());
     }
 
     #[test]
     fn registers_are_scaled_with_their_unit() {
-        let client = Client::new(ClientConfig::new(16, ClientAuthentication::None));
+        let client = Client::new(::dlms::ClientConfig::new(16, ClientAuthentication::None));
         let v = Target::new(3, Obis::new(1, 0, 32, 7, 0, 255), 2);
         let su = ScalerUnit {
             scaler: -1,

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use schema::{MeterId, MeterKey};
+use server::http::{AppState, HttpConfig};
 use server::keystore::{CertRecord, KeyStore, KeyStoreConfig};
 use server::pki::files::PkiFiles;
 use server::pki::{IssuedCert, METER_CERT_DAYS};
-use server::{Database, Meter, SqliteStore};
+use server::{Database, Meter};
 
-use super::{BadInput, Failure, Outcome};
+use super::{BadInput, Failure, Outcome, StoreTarget, cli_actor};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -64,9 +65,9 @@ pub enum Action {
 pub struct Common {
     /// The meter id: `[a-z0-9][a-z0-9-]{0,62}` (its certificate common name).
     pub id: String,
-    /// The server's data directory (initialised by `wattline pki init`).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// The server: `--data-dir DIR` (initialised by `wattline pki init`) or `--config FILE`.
+    #[command(flatten)]
+    pub target: StoreTarget,
 }
 
 #[derive(Debug, clap::Args)]
@@ -150,6 +151,7 @@ pub fn run(args: &Args) -> Outcome {
 /// The opened data directory.
 struct Opened {
     id: MeterId,
+    data_dir: PathBuf,
     files: PkiFiles,
     db: Database,
     keys: Arc<KeyStore>,
@@ -159,48 +161,52 @@ async fn open(common: &Common) -> Result<Opened, Failure> {
     let id = MeterId::parse(&common.id)
         .map_err(|e| anyhow!("meter id {:?}: {e}", common.id))
         .bad_input()?;
-    let files = PkiFiles::new(&common.data_dir);
+    let config = common.target.server_config()?;
+    let data_dir = config.data_dir.clone();
+    let files = PkiFiles::new(&data_dir);
     if !files.ca_cert().exists() {
         return Err(anyhow!(
             "{} has no PKI; run `wattline pki init --data-dir {}` first",
-            common.data_dir.display(),
-            common.data_dir.display()
+            data_dir.display(),
+            data_dir.display()
         ))
         .bad_input();
     }
     let master = files.load_master_key().map_err(|e| anyhow!(e))?;
-    let store = SqliteStore::open(&common.data_dir)
-        .await
-        .map_err(|e| anyhow!(e))?;
-    let db = Database::Sqlite(store);
+    let db = super::open_store(&config).await?;
     let keys = KeyStore::open(db.clone(), master, KeyStoreConfig::default())
         .await
         .map_err(|e| anyhow!(e))?;
     Ok(Opened {
         id,
+        data_dir,
         files,
         db,
         keys,
     })
 }
 
-fn bundle_dir(common: &Common, out: &Option<PathBuf>) -> PathBuf {
+fn bundle_dir(o: &Opened, out: &Option<PathBuf>) -> PathBuf {
     out.clone()
-        .unwrap_or_else(|| common.data_dir.join("bundles").join(&common.id))
+        .unwrap_or_else(|| o.data_dir.join("bundles").join(o.id.as_str()))
 }
 
-/// The operator running the command, for the audit trail.
-fn actor() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+/// Records a PKI action in the server's audit trail (who, when, what, on what, why): the
+/// same append-only trail the web and API actions go to. Failing to record it fails the command.
+async fn audit(o: &Opened, action: &str, detail: &str) -> Outcome {
+    let state = AppState::new(o.db.clone(), HttpConfig::default());
+    server::auth::audit_outcome(
+        &state,
+        &cli_actor(),
+        None,
+        action,
+        &format!("meter:{}", o.id),
+        detail,
+        "ok",
     )
-}
-
-/// Records a PKI action: an `audit` event in the log with who, what, on what and why.
-fn audit(action: &str, meter: &MeterId, detail: &str) {
-    tracing::info!(actor = %actor(), action, target = %format!("meter:{meter}"), detail, "audit");
-    eprintln!("audit: {} {action} meter:{meter} ({detail})", actor());
+    .await
+    .map_err(|e| anyhow!("recording {action} in the audit trail: {}", e.message))?;
+    Ok(())
 }
 
 async fn issue_cert(o: &Opened, days: i64) -> Result<IssuedCert, Failure> {
@@ -228,7 +234,7 @@ async fn issue_cert(o: &Opened, days: i64) -> Result<IssuedCert, Failure> {
 
 async fn enroll(args: &EnrollArgs) -> Outcome {
     let o = open(&args.common).await?;
-    let out = bundle_dir(&args.common, &args.out);
+    let out = bundle_dir(&o, &args.out);
     if out.exists()
         && std::fs::read_dir(&out)
             .map(|mut d| d.next().is_some())
@@ -290,14 +296,15 @@ async fn enroll(args: &EnrollArgs) -> Outcome {
         )
     })?;
     audit(
+        &o,
         "meter.enroll",
-        &o.id,
         &format!(
-            "certificate {} , key v{version}, customer {}",
+            "certificate {}, key v{version}, customer {}",
             cert.serial_hex().unwrap_or_default(),
             args.customer.as_deref().unwrap_or("-")
         ),
-    );
+    )
+    .await?;
     println!("enrolled meter {}; bundle in {}", o.id, out.display());
     Ok(())
 }
@@ -305,7 +312,7 @@ async fn enroll(args: &EnrollArgs) -> Outcome {
 async fn rotate(args: &RotateArgs) -> Outcome {
     let o = open(&args.common).await?;
     require_enrolled(&o).await?;
-    let out = bundle_dir(&args.common, &args.out);
+    let out = bundle_dir(&o, &args.out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let grace = Duration::from_secs(args.grace_hours.saturating_mul(3600));
     let (version, key) = o
@@ -316,13 +323,14 @@ async fn rotate(args: &RotateArgs) -> Outcome {
     let path = out.join(format!("{}.sealkey", o.id));
     replace_secret(&path, &format!("{}\n", key.to_hex()))?;
     audit(
+        &o,
         "meter.rotate_key",
-        &o.id,
         &format!(
             "key v{version}, old keys accepted for up to {} h",
             args.grace_hours
         ),
-    );
+    )
+    .await?;
     println!(
         "meter {}: sealing key v{version} written to {}; install it on the meter (old key accepted until its first envelope under the new one, at most {} h)",
         o.id,
@@ -335,13 +343,13 @@ async fn rotate(args: &RotateArgs) -> Outcome {
 async fn renew(args: &RenewArgs) -> Outcome {
     let o = open(&args.common).await?;
     require_enrolled(&o).await?;
-    let out = bundle_dir(&args.common, &args.out);
+    let out = bundle_dir(&o, &args.out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let cert = issue_cert(&o, args.cert_days).await?;
     replace_secret(&out.join(format!("{}.key", o.id)), &cert.key_pem)?;
     replace_file(&out.join(format!("{}.pem", o.id)), &cert.cert_pem)?;
     let serial = cert.serial_hex().map_err(|e| anyhow!(e))?;
-    audit("meter.renew_cert", &o.id, &format!("certificate {serial}"));
+    audit(&o, "meter.renew_cert", &format!("certificate {serial}")).await?;
     println!(
         "meter {}: certificate {serial} written to {}; the previous one stays valid until it expires or is revoked",
         o.id,
@@ -362,10 +370,11 @@ async fn revoke(args: &RevokeArgs) -> Outcome {
         .await
         .map_err(|e| anyhow!(e))?;
     audit(
+        &o,
         "meter.revoke",
-        &o.id,
         &format!("{}; certificates {}", args.reason.trim(), serials.join(",")),
-    );
+    )
+    .await?;
     println!(
         "meter {} revoked ({} certificate(s)); a running server applies it within seconds",
         o.id,
@@ -541,10 +550,7 @@ fn replace_file(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Like [`replace_file`], the file created with mode 0600 from the start.
 fn replace_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = tmp_path(path);
-    let _ = std::fs::remove_file(&tmp);
-    server::keystore::write_secret_file(&tmp, text).map_err(|e| anyhow!(e))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    server::keystore::replace_secret_file(path, text).map_err(|e| anyhow!(e))
 }
 
 #[cfg(test)]
@@ -561,7 +567,10 @@ mod tests {
     fn common(id: &str, dir: &Path) -> Common {
         Common {
             id: id.into(),
-            data_dir: dir.to_path_buf(),
+            target: StoreTarget {
+                data_dir: Some(dir.to_path_buf()),
+                config: None,
+            },
         }
     }
 

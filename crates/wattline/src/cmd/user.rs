@@ -3,12 +3,11 @@
 //! Every change is written to the audit trail with the actor `cli:<os user>`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::{Args as ClapArgs, Subcommand};
+use server::UserChange;
 use server::http::{AppState, HttpConfig, Role};
-use server::{Database, SqliteStore, UserChange};
 
 use super::{BadInput, Failure, Outcome};
 
@@ -27,9 +26,9 @@ pub const EXAMPLES: &str = "Examples:
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    /// The server's data directory (holds wattline.sqlite3).
-    #[arg(long, global = true, default_value = "wattline-data")]
-    data_dir: PathBuf,
+    /// The server: `--data-dir DIR` (an SQLite server) or `--config FILE` (any store).
+    #[command(flatten)]
+    target: super::StoreTarget,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,13 +103,6 @@ pub fn run(args: &Args) -> Outcome {
     rt.block_on(run_async(args))
 }
 
-fn actor() -> String {
-    let who = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{who}")
-}
-
 fn parse_role(s: &str) -> Result<Role, Failure> {
     Role::parse(s)
         .ok_or_else(|| anyhow!("unknown role {s:?}: use admin, operator or customer"))
@@ -165,12 +157,10 @@ fn api_failure(e: server::http::ApiError) -> Failure {
 }
 
 async fn run_async(args: &Args) -> Outcome {
-    let store = SqliteStore::open(&args.data_dir)
-        .await
-        .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
-    let state = AppState::new(Database::Sqlite(store), HttpConfig::default());
+    let (_, db) = args.target.open().await?;
+    let state = AppState::new(db, HttpConfig::default());
     let accounts = state.db.accounts();
-    let actor = actor();
+    let actor = super::cli_actor();
     match &args.action {
         Action::Add {
             name,

@@ -89,6 +89,8 @@ pub struct Simulator {
     /// Voltage harmonic amplitudes (peak volts), index = order.
     v_amp: [f64; N],
     v_kmax: usize,
+    /// Whether the meter's disconnect relay lets the loads draw (see [`Simulator::set_load_connected`]).
+    load_connected: bool,
 }
 
 impl Simulator {
@@ -136,7 +138,15 @@ impl Simulator {
             signals,
             v_amp,
             v_kmax,
+            load_connected: true,
         })
+    }
+
+    /// Opens or closes the meter's disconnect relay: while open, every load wired through the
+    /// meter stops drawing (the meter still measures the supply voltage); a load wired around
+    /// the meter (a full bypass) keeps drawing, as it would on a real installation.
+    pub fn set_load_connected(&mut self, connected: bool) {
+        self.load_connected = connected;
     }
 
     /// The frame layout of the chunks: `v,i` or `va,vb,vc,ia,ib,ic,in`.
@@ -274,6 +284,9 @@ impl Simulator {
             let Some(t_on) = self.time_on(load, t) else {
                 continue;
             };
+            if !self.load_connected && !observer && load.bypass != Bypass::Full {
+                continue; // behind the open relay
+            }
             let mut c = Coeffs::ZERO;
             load_current(
                 &mut c,

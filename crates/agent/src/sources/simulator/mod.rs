@@ -144,6 +144,10 @@ impl Source for SimulatorSource {
         "simulator"
     }
 
+    fn set_load_connected(&mut self, connected: bool) {
+        self.sim.set_load_connected(connected);
+    }
+
     fn next(&mut self) -> NextOutput<'_> {
         Box::pin(async move {
             if self.pending.is_empty() {

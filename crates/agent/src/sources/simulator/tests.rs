@@ -180,6 +180,41 @@ fn bypass_is_seen_by_the_observer_only() {
 }
 
 #[test]
+fn an_open_relay_stops_the_loads_behind_it_but_not_a_bypass() {
+    let text = r#"
+        phases = 3
+        [[load]]
+        name = "house"
+        kind = { type = "resistive", power_w = 3000 }
+        phase = "abc"
+        [[load]]
+        name = "bypassed heater"
+        kind = { type = "resistive", power_w = 600 }
+        phase = "b"
+        bypass = "full"
+    "#;
+    let mut house = Simulator::new(scenario(text), MeterPosition::House, None).unwrap();
+    let (on, _) = analyze(&mut house, 0.5);
+    house.set_load_connected(false);
+    let (off, _) = analyze(&mut house, 0.5);
+    let p_on = mean(&on, |w| w.total.p_w);
+    let p_off = mean(&off, |w| w.total.p_w);
+    assert!((p_on - 3000.0).abs() < 1.0, "connected {p_on}");
+    assert!(p_off.abs() < 0.5, "disconnected {p_off}");
+    // The supply voltage is still measured (the meter sits in front of its relay).
+    let v_off = mean(&off, |w| w.phases[0].v_rms);
+    assert!((v_off - 230.0).abs() < 5.0, "voltage {v_off}");
+    // The observer before the house keeps seeing the bypass (the house relay cannot cut it).
+    let mut observer = Simulator::new(scenario(text), MeterPosition::Observer, None).unwrap();
+    observer.set_load_connected(false);
+    let (wo, _) = analyze(&mut observer, 0.5);
+    assert!((mean(&wo, |w| w.total.p_w) - 3600.0).abs() < 1.0);
+    house.set_load_connected(true);
+    let (back, _) = analyze(&mut house, 0.5);
+    assert!((mean(&back, |w| w.total.p_w) - 3000.0).abs() < 1.0);
+}
+
+#[test]
 fn phase_only_bypass_shows_as_residual_current() {
     let text = r#"
         phases = 3
