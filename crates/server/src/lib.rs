@@ -59,7 +59,9 @@ pub mod rollup;
 mod store;
 
 pub use error::{Error, ErrorKind};
-pub use ingest::{Acknowledge, Ingest, IngestConfig, IngestStats, KeyRing, KeySource, LiveBatch};
+pub use ingest::{
+    Acknowledge, Ingest, IngestConfig, IngestStats, KeyRing, KeySource, LatencyHistogram, LiveBatch,
+};
 pub use store::accounts::{
     AccountStore, ApiToken, AuditFilter, AuditRecord, NewApiToken, NewUser, StoredSession, User,
     UserChange,

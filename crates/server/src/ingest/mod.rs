@@ -1,11 +1,20 @@
 //! The ingest pipeline (DESIGN §3.3): verify → decode → validate → one transaction per group
-//! of deliveries → acknowledge → live stream → rollups. It does not know which broker
-//! delivered the bytes: its input is `(topic, payload, delivery handle)`, and a handle is
-//! acknowledged only after the transaction holding that delivery's records (or its quarantine
-//! entry) committed. A handle dropped without acknowledgement (the database failed) lets the
-//! broker deliver again; ingest is idempotent, so that is safe.
+//! of deliveries → acknowledge → live stream, with the rollups refreshed by a task of their own.
+//! It does not know which broker delivered the bytes: its input is `(topic, payload, delivery
+//! handle)`, and a handle is acknowledged only after the transaction holding that delivery's
+//! records (or its quarantine entry) committed. A handle dropped without acknowledgement (the
+//! database failed) lets the broker deliver again; ingest is idempotent, so that is safe.
+//!
+//! The rollup refresh re-reads each dirty quarter hour of raw readings; on the writer's path it
+//! delayed every delivery queued behind it (the p99 of the server-side latency). It runs beside
+//! the writer instead: the dirty ranges are written in the readings' transaction, and a refresh
+//! clears a range only if no write touched it since it was read (its generation), so running
+//! beside the writer never leaves a stale rollup.
 
+mod latency;
 mod validate;
+
+pub use latency::LatencyHistogram;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +25,7 @@ use schema::{
     Batch, Body, Direction, Envelope, MAX_ENVELOPE_BYTES, MeterId, MeterKey, Record, ReplayWindow,
     Verdict,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::store::{BatchWrite, CounterPoint, Meter, MeterStatus, NewQuarantine, Store, WriteSet};
@@ -112,12 +121,12 @@ pub struct IngestConfig {
     pub drift_note_ms: i64,
     /// Live channel capacity (slow subscribers miss batches, never block ingest).
     pub live_capacity: usize,
-    /// Recompute rollups after each group (off for raw-throughput benchmarks).
+    /// Keep rollups up to date (off for raw-throughput benchmarks).
     pub rollups: bool,
-    /// Under a steady stream, rollups are recomputed at most this often (all dirty meters in
-    /// one transaction); when the queue runs dry they are recomputed after `rollup_idle`.
+    /// Under a steady stream, the rollup task recomputes the dirty rollups at most this often
+    /// (all dirty meters in one transaction); when commits pause it does so after `rollup_idle`.
     pub rollup_every: Duration,
-    /// How long the queue must stay empty before dirty rollups are recomputed.
+    /// How long no group may commit before the dirty rollups are recomputed.
     pub rollup_idle: Duration,
 }
 
@@ -148,7 +157,8 @@ pub struct LiveBatch {
     pub records: Vec<Record>,
 }
 
-/// Counters of what ingest did, also exported as `wattline_ingest_records_total{result}`.
+/// Counters of what ingest did, also exported as `wattline_ingest_records_total{result}`, and
+/// the server-side latency, exported as `wattline_ingest_latency_seconds`.
 #[derive(Debug, Default)]
 pub struct IngestStats {
     stored: AtomicU64,
@@ -158,6 +168,7 @@ pub struct IngestStats {
     deliveries: AtomicU64,
     write_failures: AtomicU64,
     relayed: AtomicU64,
+    latency: LatencyHistogram,
 }
 
 impl IngestStats {
@@ -189,6 +200,12 @@ impl IngestStats {
     pub fn relayed(&self) -> u64 {
         self.relayed.load(Ordering::Relaxed)
     }
+    /// Server-side latency of every acknowledged delivery: from the source handing it to
+    /// ingest (the broker's delivery) until its group committed, was acknowledged and its
+    /// records were on the live stream.
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
 
     fn count(&self, result: &'static str, n: u64) {
         if n == 0 {
@@ -208,6 +225,7 @@ struct Delivery {
     topic: String,
     payload: Vec<u8>,
     ack: Box<dyn Acknowledge>,
+    received_at: Instant,
 }
 
 /// A running pipeline. Cloning the handle is cheap; [`shutdown`](Self::shutdown) drains it.
@@ -216,15 +234,25 @@ pub struct Ingest {
     live: broadcast::Sender<Arc<LiveBatch>>,
     stats: Arc<IngestStats>,
     worker: JoinHandle<()>,
+    rollups: Option<JoinHandle<()>>,
 }
 
 impl Ingest {
-    /// Starts the writer task on the current tokio runtime. Rollups left dirty by an earlier
-    /// run (a crash between commit and rollup) are recomputed first.
+    /// Starts the writer task, and the rollup task when `config.rollups`, on the current tokio
+    /// runtime. Rollups left dirty by an earlier run (a crash between commit and rollup) are
+    /// recomputed first by the rollup task.
     pub fn start(store: Arc<dyn Store>, keys: Arc<dyn KeySource>, config: IngestConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_len.max(1));
         let (live, _) = broadcast::channel(config.live_capacity.max(1));
         let stats = Arc::new(IngestStats::default());
+        let (committed_tx, committed_rx) = watch::channel(0u64);
+        let rollups = config.rollups.then(|| {
+            tokio::spawn(refresh_rollups_beside_the_writer(
+                store.clone(),
+                config.clone(),
+                committed_rx,
+            ))
+        });
         let worker = Worker {
             store,
             keys,
@@ -233,6 +261,7 @@ impl Ingest {
             stats: stats.clone(),
             windows: HashMap::new(),
             meters: HashMap::new(),
+            committed: committed_tx,
         };
         let worker = tokio::spawn(worker.run(rx));
         Self {
@@ -240,22 +269,39 @@ impl Ingest {
             live,
             stats,
             worker,
+            rollups,
         }
     }
 
     /// Hands one delivery to the pipeline; waits while the queue is full. `ack` is called
-    /// after the commit that stored (or quarantined) it.
+    /// after the commit that stored (or quarantined) it. The server-side latency counts from
+    /// this call; a source that knows when the broker delivered uses
+    /// [`submit_received`](Self::submit_received).
     pub async fn submit(
         &self,
         topic: &str,
         payload: Vec<u8>,
         ack: Box<dyn Acknowledge>,
     ) -> Result<(), Error> {
+        self.submit_received(topic, payload, ack, Instant::now())
+            .await
+    }
+
+    /// [`submit`](Self::submit) for a delivery the source received at `received_at`: the
+    /// server-side latency ([`IngestStats::latency`]) counts from then.
+    pub async fn submit_received(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        ack: Box<dyn Acknowledge>,
+        received_at: Instant,
+    ) -> Result<(), Error> {
         self.tx
             .send(Delivery {
                 topic: topic.to_owned(),
                 payload,
                 ack,
+                received_at,
             })
             .await
             .map_err(|_| Error::new(ErrorKind::Closed))
@@ -281,11 +327,56 @@ impl Ingest {
         self.live.clone()
     }
 
-    /// Stops accepting deliveries, finishes those queued, and waits for the writer.
+    /// Stops accepting deliveries, finishes those queued, waits for the writer, then for the
+    /// rollup task's last refresh.
     pub async fn shutdown(self) {
         drop(self.tx);
         let _ = self.worker.await;
+        if let Some(rollups) = self.rollups {
+            let _ = rollups.await;
+        }
     }
+}
+
+/// The rollup task: recomputes the dirty rollups at start (work left by a crash), then after
+/// each pause of `rollup_idle` in the commits, at least every `rollup_every` under a steady
+/// stream, and once more when the writer has stopped. `committed` changes after every commit
+/// that stored readings.
+async fn refresh_rollups_beside_the_writer(
+    store: Arc<dyn Store>,
+    config: IngestConfig,
+    mut committed: watch::Receiver<u64>,
+) {
+    let refresh = || async {
+        if let Err(e) = rollup::refresh_dirty(store.as_ref()).await {
+            tracing::warn!(error = %e, "rollup refresh failed; the ranges stay dirty and are retried");
+        }
+    };
+    refresh().await;
+    let mut writer_running = true;
+    while writer_running {
+        if committed.changed().await.is_err() {
+            break;
+        }
+        let dirty_since = Instant::now();
+        loop {
+            let left = config.rollup_every.saturating_sub(dirty_since.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(config.rollup_idle.min(left), committed.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => {
+                    writer_running = false;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        refresh().await;
+    }
+    // The writer stopped: whatever it committed last is settled before shutdown returns.
+    refresh().await;
 }
 
 /// A delivery after verification: what to write, and what to count once committed.
@@ -326,6 +417,8 @@ struct Worker {
     stats: Arc<IngestStats>,
     windows: HashMap<MeterId, ReplayWindow>,
     meters: HashMap<MeterId, (Meter, Instant)>,
+    /// Bumped after every commit that stored readings; the rollup task watches it.
+    committed: watch::Sender<u64>,
 }
 
 /// How long a meter row is trusted before it is read again (deregistration takes effect
@@ -354,33 +447,9 @@ fn parse_topic(topic: &str) -> Option<Parsed> {
 
 impl Worker {
     async fn run(mut self, mut rx: mpsc::Receiver<Delivery>) {
-        if self.config.rollups {
-            self.refresh_rollups().await;
-        }
-        // Rollups are derived data: recomputing them after every group would cost a
-        // transaction per group and re-read every dirty quarter hour each time. They are
-        // recomputed once the queue has been empty for `rollup_idle`, and at least every
-        // `rollup_every` under a steady stream; the dirty ranges are in the store, so a crash
-        // in between only delays them.
-        let mut dirty_since: Option<Instant> = None;
-        loop {
-            let first = match dirty_since {
-                Some(since) if since.elapsed() >= self.config.rollup_every => None,
-                Some(_) => match tokio::time::timeout(self.config.rollup_idle, rx.recv()).await {
-                    Ok(Some(d)) => Some(d),
-                    Ok(None) => break,
-                    Err(_) => None,
-                },
-                None => match rx.recv().await {
-                    Some(d) => Some(d),
-                    None => break,
-                },
-            };
-            let Some(first) = first else {
-                self.refresh_rollups().await;
-                dirty_since = None;
-                continue;
-            };
+        // Rollups are derived data, refreshed by their own task: the dirty ranges are in the
+        // store, so a crash before the refresh only delays them.
+        while let Some(first) = rx.recv().await {
             let mut group = vec![first];
             while group.len() < self.config.max_deliveries_per_tx {
                 match rx.try_recv() {
@@ -388,18 +457,9 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            if self.process(group).await && self.config.rollups && dirty_since.is_none() {
-                dirty_since = Some(Instant::now());
+            if self.process(group).await {
+                self.committed.send_modify(|n| *n += 1);
             }
-        }
-        if dirty_since.is_some() {
-            self.refresh_rollups().await;
-        }
-    }
-
-    async fn refresh_rollups(&self) {
-        if let Err(e) = rollup::refresh_dirty(self.store.as_ref()).await {
-            tracing::warn!(error = %e, "rollup refresh failed; the ranges stay dirty and are retried");
         }
     }
 
@@ -420,6 +480,8 @@ impl Worker {
     async fn process(&mut self, group: Vec<Delivery>) -> bool {
         let received_ms = crate::now_ms();
         let mut prepared = Vec::with_capacity(group.len());
+        // When each delivery in `prepared` reached ingest.
+        let mut received = Vec::with_capacity(group.len());
         // Readings of this group not yet written, per (meter, boot), for the monotonic check.
         let mut pending: HashMap<(MeterId, u64), Vec<CounterPoint>> = HashMap::new();
         for d in group {
@@ -430,6 +492,7 @@ impl Worker {
                 Ok(mut p) => {
                     p.ack = d.ack;
                     prepared.push(p);
+                    received.push(d.received_at);
                 }
                 Err(e) => {
                     // The store could not be read: leave the delivery unacknowledged.
@@ -509,6 +572,14 @@ impl Worker {
         for b in live {
             // No subscriber is fine: the records are stored.
             let _ = self.live.send(b);
+        }
+        // Every prepared delivery was acknowledged (one the store could not verify was not,
+        // and is not counted: it comes back as a redelivery).
+        let on_live = Instant::now();
+        for at in received {
+            let latency = on_live.saturating_duration_since(at);
+            self.stats.latency.record(latency);
+            metrics::histogram!("wattline_ingest_latency_seconds").record(latency.as_secs_f64());
         }
         wrote
     }

@@ -179,8 +179,12 @@ impl Delivery {
 /// could not take is dropped unacknowledged, which makes its source arrange a redelivery.
 pub async fn feed(mut deliveries: tokio::sync::mpsc::Receiver<Delivery>, ingest: &crate::Ingest) {
     while let Some(delivery) = deliveries.recv().await {
+        let received_at = delivery.received_at;
         let (topic, payload, ack) = delivery.into_parts();
-        if let Err(e) = ingest.submit(&topic, payload.to_vec(), Box::new(ack)).await {
+        if let Err(e) = ingest
+            .submit_received(&topic, payload.to_vec(), Box::new(ack), received_at)
+            .await
+        {
             tracing::warn!(error = %e, "ingest stopped; the source will redeliver");
             return;
         }

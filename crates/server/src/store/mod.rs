@@ -476,6 +476,10 @@ pub struct DirtyRange {
     pub from_ms: i64,
     /// Latest reading end time touched (or the next reading's), Unix ms UTC.
     pub to_ms: i64,
+    /// Bumped by every write into the range: a refresh clears the range only when the
+    /// generation it planned from is still current (a gap filled inside the range changes
+    /// neither bound, but changes this).
+    pub generation: i64,
 }
 
 /// New rows for one rollup level of one meter: they replace the level's rows with `start_ms`
@@ -499,8 +503,8 @@ pub struct RollupUpdate {
     pub meter: MeterId,
     /// Every level, finest first.
     pub levels: Vec<RollupLevel>,
-    /// Cleared in the same transaction when it is still exactly as read (a range that grew
-    /// meanwhile stays dirty).
+    /// Cleared in the same transaction when it is still exactly as read (a range that grew, or
+    /// was written into, meanwhile stays dirty).
     pub clear: Option<DirtyRange>,
 }
 

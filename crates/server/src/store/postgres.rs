@@ -421,11 +421,13 @@ CREATE TABLE quarantine (
 "#
             )
         }
+        // See the SQLite migration 2: a refresh beside the writer clears only what it planned.
+        2 => "ALTER TABLE rollup_dirty ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;".to_owned(),
         _ => String::new(),
     }
 }
 
-const MIGRATION_VERSIONS: [u32; 1] = [1];
+const MIGRATION_VERSIONS: [u32; 2] = [1, 2];
 
 async fn migrate(mut client: Object, timescale: bool) -> Result<(), Error> {
     client
@@ -988,7 +990,7 @@ impl Store for PgStore {
                 tx.execute(
                     "INSERT INTO rollup_dirty (meter_id, from_ms, to_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (meter_id) DO UPDATE SET from_ms = LEAST(rollup_dirty.from_ms, excluded.from_ms),
-                       to_ms = GREATEST(rollup_dirty.to_ms, excluded.to_ms)",
+                       to_ms = GREATEST(rollup_dirty.to_ms, excluded.to_ms), generation = rollup_dirty.generation + 1",
                     &[&meter, &from, &to],
                 )
                 .await
@@ -1203,8 +1205,8 @@ impl Store for PgStore {
             }
             if let Some(r) = &u.clear {
                 tx.execute(
-                    "DELETE FROM rollup_dirty WHERE meter_id = $1 AND from_ms = $2 AND to_ms = $3",
-                    &[&r.meter.as_str(), &r.from_ms, &r.to_ms],
+                    "DELETE FROM rollup_dirty WHERE meter_id = $1 AND from_ms = $2 AND to_ms = $3 AND generation = $4",
+                    &[&r.meter.as_str(), &r.from_ms, &r.to_ms, &r.generation],
                 )
                 .await
                 .map_err(db("clearing a dirty rollup range"))?;
@@ -1239,7 +1241,7 @@ impl Store for PgStore {
         self.client()
             .await?
             .query(
-                "SELECT meter_id, from_ms, to_ms FROM rollup_dirty ORDER BY meter_id",
+                "SELECT meter_id, from_ms, to_ms, generation FROM rollup_dirty ORDER BY meter_id",
                 &[],
             )
             .await
@@ -1251,6 +1253,7 @@ impl Store for PgStore {
                         .map_err(|e| Error::database(BACKEND, "listing dirty rollups", e))?,
                     from_ms: r.get(1),
                     to_ms: r.get(2),
+                    generation: r.get(3),
                 })
             })
             .collect()

@@ -22,9 +22,10 @@ const BACKEND: &str = "sqlite";
 pub const SQLITE_FILE: &str = "wattline.sqlite3";
 
 /// Versioned migrations, applied in order, each once, each in its own transaction.
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE customers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -142,7 +143,15 @@ CREATE TABLE quarantine (
     raw_len INTEGER NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        // Every write into a dirty range bumps its generation, so a refresh running beside the
+        // writer clears only the range it planned from, even if a gap inside it was filled
+        // meanwhile (the bounds alone would not change).
+        "ALTER TABLE rollup_dirty ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;",
+    ),
+];
 
 pub(crate) fn db(doing: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| Error::database(BACKEND, doing, e)
@@ -643,7 +652,8 @@ fn write_set(conn: &mut Connection, set: &WriteSet) -> Result<WriteOutcome, Erro
             to = to.max(next.unwrap_or(to));
             tx.prepare_cached(
                 "INSERT INTO rollup_dirty (meter_id, from_ms, to_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (meter_id) DO UPDATE SET from_ms = MIN(from_ms, excluded.from_ms), to_ms = MAX(to_ms, excluded.to_ms)",
+                 ON CONFLICT (meter_id) DO UPDATE SET from_ms = MIN(from_ms, excluded.from_ms), to_ms = MAX(to_ms, excluded.to_ms),
+                   generation = generation + 1",
             )
             .and_then(|mut s| s.execute(params![meter, from, to]))
             .map_err(db("recording the rollup range"))?;
@@ -1100,8 +1110,8 @@ impl Store for SqliteStore {
                 }
                 if let Some(r) = &u.clear {
                     tx.execute(
-                        "DELETE FROM rollup_dirty WHERE meter_id = ?1 AND from_ms = ?2 AND to_ms = ?3",
-                        params![r.meter.as_str(), r.from_ms, r.to_ms],
+                        "DELETE FROM rollup_dirty WHERE meter_id = ?1 AND from_ms = ?2 AND to_ms = ?3 AND generation = ?4",
+                        params![r.meter.as_str(), r.from_ms, r.to_ms, r.generation],
                     )
                     .map_err(db("clearing a dirty rollup range"))?;
                 }
@@ -1139,19 +1149,24 @@ impl Store for SqliteStore {
     async fn dirty_ranges(&self) -> Result<Vec<DirtyRange>, Error> {
         self.run(false, move |c| {
             let mut stmt = c
-                .prepare("SELECT meter_id, from_ms, to_ms FROM rollup_dirty ORDER BY meter_id")
+                .prepare(
+                    "SELECT meter_id, from_ms, to_ms, generation FROM rollup_dirty ORDER BY meter_id",
+                )
                 .map_err(db("listing dirty rollups"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .map_err(db("listing dirty rollups"))?;
             let mut out = Vec::new();
             for row in rows {
-                let (m, from_ms, to_ms) = row.map_err(db("listing dirty rollups"))?;
+                let (m, from_ms, to_ms, generation) = row.map_err(db("listing dirty rollups"))?;
                 out.push(DirtyRange {
                     meter: MeterId::parse(&m)
                         .map_err(|e| Error::database(BACKEND, "listing dirty rollups", e))?,
                     from_ms,
                     to_ms,
+                    generation,
                 });
             }
             Ok(out)

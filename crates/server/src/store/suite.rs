@@ -139,6 +139,7 @@ store_suite!(
     automatic_resolution,
     customers_listed_and_commands_looked_up,
     piecewise_rollup_refreshes_equal_one_and_grown_ranges_stay_dirty,
+    a_gap_filled_inside_a_range_being_refreshed_keeps_it_dirty,
 );
 
 fn utc(s: &str) -> i64 {
@@ -852,7 +853,7 @@ async fn customers_listed_and_commands_looked_up(store: &dyn Store) {
     assert_eq!(store.unfinished_commands(1).await.unwrap().len(), 1);
 }
 
-/// The ingest worker refreshes rollups piece by piece as readings arrive (all levels of all
+/// Ingest's rollup task refreshes rollups piece by piece as readings arrive (all levels of all
 /// dirty meters in one transaction): the result must equal one refresh over everything, and a
 /// dirty range that grew after it was read must stay dirty.
 async fn piecewise_rollup_refreshes_equal_one_and_grown_ranges_stay_dirty(store: &dyn Store) {
@@ -941,4 +942,52 @@ async fn piecewise_rollup_refreshes_equal_one_and_grown_ranges_stay_dirty(store:
         .unwrap();
     // The bucket after `t` holds only the last difference.
     assert_eq!(total_import(&q), 10.0);
+}
+
+/// The rollup refresh runs beside the ingest writer: a write that fills a gap *inside* a dirty
+/// range (its bounds do not move) between the refresh's read and its commit must leave the range
+/// dirty, or the filled reading would never reach the rollups.
+async fn a_gap_filled_inside_a_range_being_refreshed_keeps_it_dirty(store: &dyn Store) {
+    let m = add_meter(store, "gap-fill", "UTC").await;
+    let start = utc("2026-06-01T10:00:00Z");
+    let at = |k: u64| start + k as i64 * 60_000;
+    let r = |k: u64, import: f64| rec(k, at(k), Body::Reading(reading(import, 100.0)));
+    // Seq 1 and 3 (seq 2 missing), in one quarter hour.
+    write(store, vec![batch(&m, 1, vec![r(1, 100.0), r(3, 130.0)])]).await;
+    let read = store.dirty_ranges().await.unwrap();
+    assert_eq!(read.len(), 1);
+    let levels = rollup::plan(store, &m, chrono_tz::UTC, read[0].from_ms, read[0].to_ms)
+        .await
+        .unwrap();
+    // Seq 2 arrives late: the range keeps its bounds but its generation moves on.
+    write(store, vec![batch(&m, 1, vec![r(2, 110.0)])]).await;
+    let now = store.dirty_ranges().await.unwrap();
+    assert_eq!(
+        (now[0].from_ms, now[0].to_ms),
+        (read[0].from_ms, read[0].to_ms),
+        "the late reading lies inside the range"
+    );
+    store
+        .apply_rollups(&[RollupUpdate {
+            meter: m.clone(),
+            levels,
+            clear: Some(read[0].clone()),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dirty_ranges().await.unwrap().len(),
+        1,
+        "a range written into after it was read stays dirty"
+    );
+    rollup::refresh_dirty(store).await.unwrap();
+    assert!(store.dirty_ranges().await.unwrap().is_empty());
+    let q = store
+        .rollups(&m, Resolution::Min15, 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(q.len(), 1);
+    // All three readings end in the bucket (the first refresh saw only two of them).
+    assert_eq!(q[0].readings, 3);
+    assert_eq!(total_import(&q), 30.0);
 }
