@@ -187,7 +187,13 @@ impl Analyzer {
             crossing_cap,
             lock: Lock::NotStarted,
             start: -0.5,
-            engine: WindowEngine::new(fs, config.harmonics, max_samples + 8, cycles),
+            engine: WindowEngine::new(
+                fs,
+                config.harmonics,
+                max_samples + 8,
+                cycles,
+                config.layout.phases(),
+            ),
             energy: EnergyRegisters::new(),
             ten: TenSecond {
                 interval: 0,

@@ -70,6 +70,11 @@ impl Fft {
         self.forward_from_bit_reversed(re, im);
     }
 
+    /// The largest transform size these tables hold.
+    pub(crate) fn n_max(&self) -> usize {
+        self.n_max
+    }
+
     /// Where input sample `k` of an `n`-point transform goes for
     /// [`forward_from_bit_reversed`](Self::forward_from_bit_reversed). Writing the input there
     /// directly saves the permutation pass.

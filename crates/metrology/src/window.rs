@@ -30,6 +30,23 @@ use crate::report::{MAX_HARMONIC, PhaseLabel, PhaseReport, Phases, TotalReport, 
 
 /// Partial sums kept in this many lanes so loops vectorise (see `sums.rs`).
 const LANES: usize = 8;
+/// 1/6, for the cubic Lagrange weights.
+const SIXTH: f64 = 1.0 / 6.0;
+/// Grid points per block of the resampling plan. The block's weights are computed in one
+/// vectorised loop and then used for every phase while they are in L1, instead of a plan for
+/// the whole grid written to memory and read back. Every grid size is a multiple of it.
+const PLAN_BLOCK: usize = 64;
+/// 0, 1, 2, … as floats: the grid offsets inside a plan block (a float-to-float multiply
+/// vectorises; an integer-to-float conversion of the counter does not on baseline x86-64).
+const PLAN_OFFSETS: [f64; PLAN_BLOCK] = {
+    let mut out = [0.0; PLAN_BLOCK];
+    let mut k = 0;
+    while k < PLAN_BLOCK {
+        out[k] = k as f64;
+        k += 1;
+    }
+    out
+};
 
 /// A window's extent in buffer-local sample positions.
 #[derive(Debug, Clone, Copy)]
@@ -201,18 +218,6 @@ fn wdot(a: &[f64], b: &[f64], w: Weights) -> f64 {
     s
 }
 
-/// Σ a in lanes (vectorises, unlike a serial `sum`).
-fn lane_sum(a: &[f64]) -> f64 {
-    let mut acc = [0.0; LANES];
-    let mut ac = a.chunks_exact(LANES);
-    for x in &mut ac {
-        for k in 0..LANES {
-            acc[k] += x[k];
-        }
-    }
-    acc.iter().sum::<f64>() + ac.remainder().iter().sum::<f64>()
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 struct Complex {
     re: f64,
@@ -267,26 +272,31 @@ pub(crate) struct WindowEngine {
     /// Σ of each table, for the DC correction of the phasors.
     osc_sum_cos: f64,
     osc_sum_sin: f64,
-    /// Interpolation plan of the current window: first tap index and the four tap weights.
-    tap_index: Vec<usize>,
-    taps: Vec<[f64; 4]>,
+    /// Largest FFT grid the spectrum buffers hold (0 without harmonics).
+    grid_max: usize,
 }
 
 impl WindowEngine {
-    /// `max_samples` bounds the samples of one window; `max_cycles` its cycles.
-    pub(crate) fn new(fs_hz: f64, harmonics: bool, max_samples: usize, max_cycles: u32) -> Self {
+    /// `max_samples` bounds the samples of one window; `max_cycles` its cycles; `phases` is
+    /// the layout's phase count (one resampled grid per phase).
+    pub(crate) fn new(
+        fs_hz: f64,
+        harmonics: bool,
+        max_samples: usize,
+        max_cycles: u32,
+        phases: usize,
+    ) -> Self {
         let n_max = grid_size(max_cycles);
         let n_alloc = if harmonics { n_max } else { 2 };
         Self {
             fs_hz,
             harmonics,
-            spectrum: Spectrum::new(n_alloc),
+            spectrum: Spectrum::new(n_alloc, phases),
             osc_cos: vec![0.0; max_samples + 2],
             osc_sin: vec![0.0; max_samples + 2],
             osc_sum_cos: 0.0,
             osc_sum_sin: 0.0,
-            tap_index: vec![0; n_alloc],
-            taps: vec![[0.0; 4]; n_alloc],
+            grid_max: if harmonics { n_max } else { 0 },
         }
     }
 
@@ -307,11 +317,11 @@ impl WindowEngine {
         // The grid for this many cycles must fit the buffers sized in `new`; callers cap spans
         // at one standard window, and a span that does not fit gets no harmonics, not a panic.
         let harmonics =
-            self.harmonics && span.cycles > 0 && grid_size(span.cycles) <= self.tap_index.len();
-        if harmonics {
-            self.plan_resampling(span);
-        }
+            self.harmonics && span.cycles > 0 && grid_size(span.cycles) <= self.grid_max;
         let phase_count = layout.phases();
+        if harmonics {
+            self.resample(chans, phase_count, span);
+        }
         // The report (several KiB of harmonics) is filled in place: copying phase reports
         // through temporaries showed up as memmove in the profile.
         let mut out = WindowReport {
@@ -323,17 +333,13 @@ impl WindowEngine {
         };
         let mut moments: [Option<PhaseMoments>; 3] = [None, None, None];
         for p in 0..phase_count {
-            let (v, i) = if phase_count == 1 {
-                (chans[0], chans[1])
-            } else {
-                (chans[p], chans[3 + p])
-            };
+            let (v, i) = phase_channels(chans, phase_count, p);
             let m = self.moments(v, i, w, len);
             let report = &mut out.phases.items_mut()[p];
             phase_report(&m, report);
             report.phase = [PhaseLabel::A, PhaseLabel::B, PhaseLabel::C][p];
             if harmonics {
-                self.harmonic_subgroups(v, i, span.cycles, freq_hz, report);
+                self.harmonic_subgroups(p, span.cycles, freq_hz, report);
             }
             report.v_harmonics.0[0] = m.v_mean;
             report.i_harmonics.0[0] = m.i_mean;
@@ -355,51 +361,72 @@ impl WindowEngine {
         out
     }
 
-    /// Weighted cos/sin of θ_n = 2π·c·(n − x_a)/L for the span's samples. The tables are built
-    /// by rotating eight interleaved phasors (re-seeded exactly every 128 steps), which is
-    /// cheaper than a libm call per sample and vectorises.
+    /// Weighted cos/sin of θ_n = 2π·c·(n − x_a)/L for the span's samples, and their sums. The
+    /// tables are built by rotating four interleaved phasors, re-seeded every 128 rotations
+    /// from one libm sin/cos pair (the lanes' offsets e^{j·k·step} are computed once per
+    /// window), which is far cheaper than a libm call per sample and vectorises; the sums are
+    /// taken in the same pass.
     fn fill_oscillator(&mut self, span: Span, w: Weights, cycles: f64) {
+        // Four lanes: phasors and sums then fit SSE2's sixteen registers (eight spilled).
+        const LANES: usize = 4;
+        const RESEED: usize = 128 * LANES;
         let count = w.i1 - w.i0 + 1;
         let step = 2.0 * PI * cycles / (span.xb - span.xa);
         let cos = &mut self.osc_cos[..count];
         let sin = &mut self.osc_sin[..count];
+        // e^{j·k·step} for the lanes k = 0..4, by rotation from one libm pair (a few ulp).
+        let (c1, s1) = (libm::cos(step), libm::sin(step));
+        let mut lane_c = [1.0; LANES];
+        let mut lane_s = [0.0; LANES];
+        for k in 1..LANES {
+            lane_c[k] = lane_c[k - 1] * c1 - lane_s[k - 1] * s1;
+            lane_s[k] = lane_s[k - 1] * c1 + lane_c[k - 1] * s1;
+        }
         let (rot_c, rot_s) = (
             libm::cos(step * LANES as f64),
             libm::sin(step * LANES as f64),
         );
-        const RESEED: usize = 128 * LANES;
-        let mut start = 0;
-        while start < count {
-            let end = (start + RESEED).min(count);
-            let mut c = [0.0; LANES];
-            let mut s = [0.0; LANES];
-            for k in 0..LANES {
-                let theta = step * ((w.i0 + start + k) as f64 - span.xa);
-                c[k] = libm::cos(theta);
-                s[k] = libm::sin(theta);
+        let mut sum_c = [0.0; LANES];
+        let mut sum_s = [0.0; LANES];
+        let blocks = cos.chunks_mut(RESEED).zip(sin.chunks_mut(RESEED));
+        for (b, (block_c, block_s)) in blocks.enumerate() {
+            let theta = step * ((w.i0 + b * RESEED) as f64 - span.xa);
+            let (cb, sb) = (libm::cos(theta), libm::sin(theta));
+            let mut c: [f64; LANES] = core::array::from_fn(|k| cb * lane_c[k] - sb * lane_s[k]);
+            let mut s: [f64; LANES] = core::array::from_fn(|k| sb * lane_c[k] + cb * lane_s[k]);
+            let (chunks_c, rest_c) = block_c.as_chunks_mut::<LANES>();
+            let (chunks_s, rest_s) = block_s.as_chunks_mut::<LANES>();
+            for (oc, os) in chunks_c.iter_mut().zip(chunks_s.iter_mut()) {
+                *oc = c;
+                *os = s;
+                sum_c = core::array::from_fn(|k| sum_c[k] + c[k]);
+                sum_s = core::array::from_fn(|k| sum_s[k] + s[k]);
+                let (pc, ps) = (c, s);
+                c = core::array::from_fn(|k| pc[k] * rot_c - ps[k] * rot_s);
+                s = core::array::from_fn(|k| ps[k] * rot_c + pc[k] * rot_s);
             }
-            let mut chunks_c = cos[start..end].chunks_mut(LANES);
-            let mut chunks_s = sin[start..end].chunks_mut(LANES);
-            for (oc, os) in (&mut chunks_c).zip(&mut chunks_s) {
-                let n = oc.len();
-                oc.copy_from_slice(&c[..n]);
-                os.copy_from_slice(&s[..n]);
-                for k in 0..LANES {
-                    let (ck, sk) = (c[k], s[k]);
-                    c[k] = ck * rot_c - sk * rot_s;
-                    s[k] = sk * rot_c + ck * rot_s;
-                }
+            for (k, (oc, os)) in rest_c.iter_mut().zip(rest_s).enumerate() {
+                *oc = c[k];
+                *os = s[k];
+                sum_c[k] += c[k];
+                sum_s[k] += s[k];
             }
-            start = end;
         }
-        cos[0] *= w.w0;
-        sin[0] *= w.w0;
+        // The boundary samples' weights, applied to the tables and to their sums.
+        let mut sum_cos: f64 = sum_c.iter().sum();
+        let mut sum_sin: f64 = sum_s.iter().sum();
+        let mut weigh = |n: usize, wt: f64| {
+            sum_cos += (wt - 1.0) * cos[n];
+            sum_sin += (wt - 1.0) * sin[n];
+            cos[n] *= wt;
+            sin[n] *= wt;
+        };
+        weigh(0, w.w0);
         if count > 1 {
-            cos[count - 1] *= w.w1;
-            sin[count - 1] *= w.w1;
+            weigh(count - 1, w.w1);
         }
-        self.osc_sum_cos = lane_sum(cos);
-        self.osc_sum_sin = lane_sum(sin);
+        self.osc_sum_cos = sum_cos;
+        self.osc_sum_sin = sum_sin;
     }
 
     fn moments(&self, v: &[f64], i: &[f64], w: Weights, len: f64) -> PhaseMoments {
@@ -436,37 +463,53 @@ impl WindowEngine {
         }
     }
 
-    fn plan_resampling(&mut self, span: Span) {
+    /// Resamples every phase's voltage and current over the span's exact cycles onto the
+    /// grid of its FFT (v + j·i per point), in plan blocks shared by the phases.
+    fn resample(&mut self, chans: &[&[f64]], phase_count: usize, span: Span) {
         let n = grid_size(span.cycles);
         let step = (span.xb - span.xa) / n as f64;
-        let plan = self.tap_index[..n].iter_mut().zip(&mut self.taps[..n]);
-        for (m, (index, taps)) in plan.enumerate() {
-            let p = span.xa + step * m as f64;
-            // 1 ≤ p < 2³¹ here, so truncation is the floor and converts in one (vector) instruction.
-            let base = p as i32 as usize;
-            let mu = p - base as f64;
-            // 4-point Lagrange weights for samples base−1, base, base+1, base+2.
-            let (a, b, c) = (mu + 1.0, mu - 1.0, mu - 2.0);
-            *index = base - 1;
-            *taps = [
-                -mu * b * c / 6.0,
-                a * b * c / 2.0,
-                -a * mu * c / 2.0,
-                a * mu * b / 6.0,
-            ];
+        let mut index = [0usize; PLAN_BLOCK];
+        let mut taps = [[0.0; 4]; PLAN_BLOCK];
+        for first in (0..n).step_by(PLAN_BLOCK) {
+            plan_block(span.xa + step * first as f64, step, &mut index, &mut taps);
+            for p in 0..phase_count {
+                let (v, i) = phase_channels(chans, phase_count, p);
+                let points = index.iter().zip(&taps).enumerate();
+                match &mut self.spectrum {
+                    Spectrum::Own { fft, re, im, .. } => {
+                        let grid = p * fft.n_max();
+                        for (k, (&j, t)) in points {
+                            let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
+                            // Stored in bit-reversed order, which the FFT takes without a
+                            // permutation pass.
+                            let r = grid + fft.bit_reversed(first + k, n);
+                            re[r] = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
+                            im[r] = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
+                        }
+                    }
+                    #[cfg(feature = "std")]
+                    Spectrum::Rust { buf, n_max, .. } => {
+                        let out = &mut buf[p * *n_max + first..][..PLAN_BLOCK];
+                        for (z, (_, (&j, t))) in out.iter_mut().zip(points) {
+                            let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
+                            z.re = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
+                            z.im = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
+                        }
+                    }
+                }
+            }
         }
     }
 
+    /// Transforms phase `p`'s resampled grid and fills its subgroups and THD.
     fn harmonic_subgroups(
         &mut self,
-        v: &[f64],
-        i: &[f64],
+        p: usize,
         cycles: u32,
         freq_hz: f64,
         report: &mut PhaseReport,
     ) {
         let n = grid_size(cycles);
-        let plan = self.tap_index[..n].iter().zip(&self.taps[..n]);
         let groups = Subgroups {
             n,
             cycles: cycles as usize,
@@ -474,15 +517,8 @@ impl WindowEngine {
         };
         match &mut self.spectrum {
             Spectrum::Own { fft, re, im } => {
-                let (re, im) = (&mut re[..n], &mut im[..n]);
-                for (m, (&j, t)) in plan.enumerate() {
-                    let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
-                    // Stored in bit-reversed order, which the FFT takes without a permutation
-                    // pass.
-                    let r = fft.bit_reversed(m, n);
-                    re[r] = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
-                    im[r] = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
-                }
+                let grid = p * fft.n_max();
+                let (re, im) = (&mut re[grid..grid + n], &mut im[grid..grid + n]);
                 fft.forward_from_bit_reversed(re, im);
                 groups.fill(|k| (re[k], im[k]), report);
             }
@@ -491,13 +527,9 @@ impl WindowEngine {
                 plans,
                 buf,
                 scratch,
+                n_max,
             } => {
-                let buf = &mut buf[..n];
-                for (z, (&j, t)) in buf.iter_mut().zip(plan) {
-                    let (x, y) = (&v[j..j + 4], &i[j..j + 4]);
-                    z.re = t[0] * x[0] + t[1] * x[1] + t[2] * x[2] + t[3] * x[3];
-                    z.im = t[0] * y[0] + t[1] * y[1] + t[2] * y[2] + t[3] * y[3];
-                }
+                let buf = &mut buf[p * *n_max..][..n];
                 plans[n.trailing_zeros() as usize].process_with_scratch(buf, scratch);
                 groups.fill(|k| (buf[k].re, buf[k].im), report);
             }
@@ -561,6 +593,7 @@ impl WindowEngine {
 /// The FFT behind the harmonic subgroups: `rustfft` on hosts (DESIGN §7), the crate's own
 /// radix-2² transform without `std`. Both take the same resampled points and give the same
 /// spectrum to rounding, so the reports agree to 1e-9 relative (tested below).
+/// Each holds one grid of `n_max` points per phase, phase p at `p·n_max`.
 enum Spectrum {
     Own {
         fft: Fft,
@@ -573,21 +606,22 @@ enum Spectrum {
         plans: Vec<alloc::sync::Arc<dyn rustfft::Fft<f64>>>,
         buf: Vec<rustfft::num_complex::Complex64>,
         scratch: Vec<rustfft::num_complex::Complex64>,
+        n_max: usize,
     },
 }
 
 impl Spectrum {
     #[cfg_attr(all(feature = "std", not(test)), allow(dead_code))]
-    fn own(n_max: usize) -> Self {
+    fn own(n_max: usize, phases: usize) -> Self {
         Self::Own {
             fft: Fft::new(n_max),
-            re: vec![0.0; n_max],
-            im: vec![0.0; n_max],
+            re: vec![0.0; n_max * phases],
+            im: vec![0.0; n_max * phases],
         }
     }
 
     #[cfg(feature = "std")]
-    fn rust(n_max: usize) -> Self {
+    fn rust(n_max: usize, phases: usize) -> Self {
         use rustfft::num_complex::Complex64;
         let mut planner = rustfft::FftPlanner::<f64>::new();
         let plans: Vec<_> = (0..=n_max.trailing_zeros())
@@ -600,16 +634,17 @@ impl Spectrum {
             .unwrap_or(0);
         Self::Rust {
             plans,
-            buf: vec![Complex64::new(0.0, 0.0); n_max],
+            buf: vec![Complex64::new(0.0, 0.0); n_max * phases],
             scratch: vec![Complex64::new(0.0, 0.0); scratch_len],
+            n_max,
         }
     }
 
-    fn new(n_max: usize) -> Self {
+    fn new(n_max: usize, phases: usize) -> Self {
         #[cfg(feature = "std")]
-        return Self::rust(n_max);
+        return Self::rust(n_max, phases);
         #[cfg(not(feature = "std"))]
-        return Self::own(n_max);
+        return Self::own(n_max, phases);
     }
 }
 
@@ -670,6 +705,48 @@ impl Subgroups {
 pub(crate) fn grid_size(cycles: u32) -> usize {
     let need = 2 * (MAX_HARMONIC * cycles.max(1) as usize + 2);
     need.next_power_of_two().max(64)
+}
+
+/// The 4-point Lagrange resampling plan of one block of grid points x0 + step·k: for each, the
+/// index of its first sample and the weights of samples base−1, base, base+1, base+2, where
+/// base = ⌊p⌋ and μ = p − base. The caller guarantees 1 ≤ p < 2⁵¹.
+fn plan_block(
+    x0: f64,
+    step: f64,
+    index: &mut [usize; PLAN_BLOCK],
+    taps: &mut [[f64; 4]; PLAN_BLOCK],
+) {
+    // Adding 2⁵² rounds p − ½ to an integer that then sits in the low mantissa bits: the floor
+    // of p without a float-to-integer conversion (a saturating scalar conversion per point in
+    // Rust, which kept this loop from vectorising). For an integer p the tie may round down to
+    // p − 1, giving μ = 1 instead of μ = 0: both weight sets reproduce the sample x[p] exactly.
+    // The floor at 1 keeps base − 1 a valid index for p = 1 exactly.
+    const ROUND: f64 = 4_503_599_627_370_496.0;
+    for ((ix, t), &k) in index.iter_mut().zip(taps.iter_mut()).zip(&PLAN_OFFSETS) {
+        let p = x0 + step * k;
+        let r = ((p - 0.5) + ROUND).max(ROUND + 1.0);
+        let mu = p - (r - ROUND);
+        *ix = (r.to_bits() - ROUND.to_bits()) as usize - 1;
+        // Multiplying by 1/6 rather than dividing by 6 (within an ulp) keeps the loop off the
+        // divider.
+        let (a, b, c) = (mu + 1.0, mu - 1.0, mu - 2.0);
+        let (mb, ac) = (mu * b, a * c);
+        *t = [
+            -(mb * c) * SIXTH,
+            0.5 * (ac * b),
+            -0.5 * (ac * mu),
+            (mb * a) * SIXTH,
+        ];
+    }
+}
+
+/// Phase `p`'s voltage and current channels in frame-layout order.
+fn phase_channels<'a>(chans: &[&'a [f64]], phase_count: usize, p: usize) -> (&'a [f64], &'a [f64]) {
+    if phase_count == 1 {
+        (chans[0], chans[1])
+    } else {
+        (chans[p], chans[3 + p])
+    }
 }
 
 fn ratio(num: f64, den: f64) -> f64 {
@@ -782,9 +859,9 @@ mod tests {
         ] {
             let data = channels(phase_count, 4000);
             let chans: Vec<&[f64]> = data.iter().map(Vec::as_slice).collect();
-            let mut rust = WindowEngine::new(8000.0, true, 2000, 10);
-            let mut own = WindowEngine::new(8000.0, true, 2000, 10);
-            own.spectrum = Spectrum::own(grid_size(10));
+            let mut rust = WindowEngine::new(8000.0, true, 2000, 10, phase_count);
+            let mut own = WindowEngine::new(8000.0, true, 2000, 10, phase_count);
+            own.spectrum = Spectrum::own(grid_size(10), phase_count);
             assert!(matches!(rust.spectrum, Spectrum::Rust { .. }));
             let period = 8000.0 / 49.7;
             for (xa, cycles) in [(5.3, 10), (7.0, 3), (100.25, 1), (11.9, 7)] {
