@@ -240,6 +240,10 @@ pub struct BalanceConfig {
     pub cusum_h: f64,
     /// Offset added to timestamps before cutting days (local midnight).
     pub day_offset_s: i64,
+    /// The last this many readings are context, not evaluated: they only settle whether the
+    /// interval before them keeps its alarm (see [`evaluate_balance`]). A live job passes the
+    /// newest interval as context, so the newest judged interval has both neighbours.
+    pub lookahead_intervals: usize,
 }
 
 impl Default for BalanceConfig {
@@ -253,6 +257,7 @@ impl Default for BalanceConfig {
             cusum_k: 1.0,
             cusum_h: 12.0,
             day_offset_s: 0,
+            lookahead_intervals: 0,
         }
     }
 }
@@ -650,6 +655,13 @@ pub fn calibrate(
 }
 
 /// Evaluates the balance of every interval and day, with alarms and their episodes.
+///
+/// In [`BalanceMode::LossModel`] an interval over its threshold keeps its alarm only if it is
+/// still over when paired with each adjacent interval whose residual is negative: a reading
+/// stamped a little late or early moves energy across the boundary between two intervals (one
+/// looks short of energy, the other has too much) but cannot create any, so such a pair must
+/// exceed the two thresholds together. Energy missing for real leaves no negative neighbour and
+/// is unaffected. The seed's flat rule ([`BalanceMode::FlatPercent`]) is kept as published.
 pub fn evaluate_balance(
     topology: &BalanceTopology,
     calibration: Option<&Calibration>,
@@ -664,7 +676,11 @@ pub fn evaluate_balance(
         });
         return report;
     }
+    let evaluated = readings.len().saturating_sub(cfg.lookahead_intervals);
+    let context_from_s = readings.get(evaluated).map_or(i64::MAX, |r| r.start_s);
     let rows = clean(topology, readings, cfg, &mut report.diagnostics);
+    // Residual and threshold of the context intervals after the evaluated ones.
+    let mut context: Vec<(i64, f64, f64)> = Vec::new();
     if calibration.is_none() && cfg.mode == BalanceMode::LossModel {
         report.diagnostics.push(Diagnostic {
             meter_id: Some(topology.observer.meter_id.clone()),
@@ -705,6 +721,10 @@ pub fn evaluate_balance(
             BalanceMode::FlatPercent(p) => p / 100.0 * r.observer_wh,
             BalanceMode::LossModel => linear_wh + cfg.k_sigma * sigma_wh,
         };
+        if r.start_s >= context_from_s {
+            context.push((r.start_s, residual_wh, threshold_wh));
+            continue;
+        }
         let alarm = residual_wh > threshold_wh;
         if sigma_wh > 0.0 {
             // The drift bound enters as the variance of a uniform error of that half-width.
@@ -758,6 +778,9 @@ pub fn evaluate_balance(
         d.residual_wh += residual_wh;
         d.linear_wh += linear_wh;
         d.variance_wh2 += sigma_wh * sigma_wh;
+    }
+    if cfg.mode == BalanceMode::LossModel {
+        confirm_against_neighbours(&mut report.intervals, &rows, &context);
     }
     interval_episodes(&mut report, &rows, topology);
     for acc in day_acc {
@@ -829,6 +852,44 @@ struct DayAcc {
     residual_wh: f64,
     linear_wh: f64,
     variance_wh2: f64,
+}
+
+/// Clears the alarm of an interval that is over its threshold only by energy an adjacent
+/// interval lacks (see [`evaluate_balance`]). `rows` are the evaluated intervals in order,
+/// `context` the (start, residual, threshold) of the intervals after them.
+fn confirm_against_neighbours(
+    intervals: &mut [IntervalBalance],
+    rows: &[Clean],
+    context: &[(i64, f64, f64)],
+) {
+    let end_s = |r: &Clean| r.start_s + (r.hours * 3600.0).round() as i64;
+    let confirmed: Vec<bool> = (0..intervals.len())
+        .map(|i| {
+            let me = &intervals[i];
+            if !me.alarm {
+                return false;
+            }
+            let before = i
+                .checked_sub(1)
+                .filter(|&j| end_s(&rows[j]) == rows[i].start_s)
+                .map(|j| (intervals[j].residual_wh, intervals[j].threshold_wh));
+            let after = match intervals.get(i + 1) {
+                Some(n) => Some((n.start_s, n.residual_wh, n.threshold_wh)),
+                None => context.first().copied(),
+            }
+            .filter(|n| n.0 == end_s(&rows[i]))
+            .map(|n| (n.1, n.2));
+            [before, after]
+                .into_iter()
+                .flatten()
+                .all(|(residual, threshold)| {
+                    residual >= 0.0 || me.residual_wh + residual > me.threshold_wh + threshold
+                })
+        })
+        .collect();
+    for (interval, keep) in intervals.iter_mut().zip(confirmed) {
+        interval.alarm = keep;
+    }
 }
 
 /// Merges runs of alarmed intervals into one finding each.
@@ -965,6 +1026,96 @@ mod tests {
         });
         let loss = t.loss_wh(&[200_000.0], 3600.0, 20.0);
         assert!((loss - (610.0 + 4600.0 * 0.25)).abs() < 1e-6, "{loss}");
+    }
+
+    /// Eight 15-minute intervals of a 400 W house behind its pole sensor, honest: the pole
+    /// reads the house plus the line loss.
+    fn honest_quarter_hours(t: &BalanceTopology) -> Vec<IntervalReading> {
+        (0..8)
+            .map(|k| {
+                let house = 100.0;
+                IntervalReading {
+                    start_s: 900 * k,
+                    duration_s: 900.0,
+                    observer_wh: Some(house + t.loss_wh(&[house], 900.0, 25.0)),
+                    children_wh: vec![Some(house)],
+                    conductor_temp_c: None,
+                }
+            })
+            .collect()
+    }
+
+    fn interval_alarms(report: &BalanceReport) -> Vec<usize> {
+        let alarmed = report.intervals.iter().enumerate().filter(|(_, i)| i.alarm);
+        alarmed.map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn energy_moved_across_a_boundary_by_a_late_stamp_is_no_theft() {
+        let t = house(20.0);
+        let cfg = BalanceConfig::default();
+        let mut readings = honest_quarter_hours(&t);
+        let threshold = evaluate_balance(&t, None, &readings, &cfg).intervals[3].threshold_wh;
+        // The pole's reading at the 3/4 boundary was stamped late: interval 3 looks short of
+        // three thresholds' worth of energy and interval 4 has it twice over.
+        let moved = 3.0 * threshold;
+        *readings[3].observer_wh.as_mut().unwrap() -= moved;
+        *readings[4].observer_wh.as_mut().unwrap() += moved;
+        let report = evaluate_balance(&t, None, &readings, &cfg);
+        assert!(report.intervals[4].residual_wh > report.intervals[4].threshold_wh);
+        assert_eq!(interval_alarms(&report), Vec::<usize>::new());
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        // The seed's flat rule judges every interval alone, as published.
+        let flat = BalanceConfig {
+            mode: BalanceMode::FlatPercent(2.0),
+            ..cfg
+        };
+        assert_eq!(
+            interval_alarms(&evaluate_balance(&t, None, &readings, &flat)),
+            [4]
+        );
+    }
+
+    #[test]
+    fn energy_missing_for_real_alarms_from_its_first_interval_even_beside_a_late_stamp() {
+        let t = house(20.0);
+        let cfg = BalanceConfig::default();
+        let mut readings = honest_quarter_hours(&t);
+        let threshold = evaluate_balance(&t, None, &readings, &cfg).intervals[3].threshold_wh;
+        for r in &mut readings[4..] {
+            *r.observer_wh.as_mut().unwrap() += 3.0 * threshold;
+        }
+        assert_eq!(
+            interval_alarms(&evaluate_balance(&t, None, &readings, &cfg)),
+            [4, 5, 6, 7]
+        );
+        // A late stamp taking a little energy from interval 3 does not hide the theft after it.
+        *readings[3].observer_wh.as_mut().unwrap() -= 0.5 * threshold;
+        *readings[4].observer_wh.as_mut().unwrap() += 0.5 * threshold;
+        assert_eq!(
+            interval_alarms(&evaluate_balance(&t, None, &readings, &cfg)),
+            [4, 5, 6, 7]
+        );
+    }
+
+    #[test]
+    fn lookahead_intervals_settle_the_newest_judged_one_and_are_not_reported() {
+        let t = house(20.0);
+        let mut readings = honest_quarter_hours(&t);
+        let cfg = BalanceConfig {
+            lookahead_intervals: 1,
+            ..BalanceConfig::default()
+        };
+        let threshold = evaluate_balance(&t, None, &readings, &cfg).intervals[6].threshold_wh;
+        *readings[6].observer_wh.as_mut().unwrap() += 3.0 * threshold;
+        let report = evaluate_balance(&t, None, &readings, &cfg);
+        assert_eq!(report.intervals.len(), 7);
+        assert_eq!(report.days[0].intervals, 7);
+        assert_eq!(interval_alarms(&report), [6]);
+        // The context interval shows the energy was only moved: the alarm is cleared.
+        *readings[7].observer_wh.as_mut().unwrap() -= 3.0 * threshold;
+        let report = evaluate_balance(&t, None, &readings, &cfg);
+        assert_eq!(interval_alarms(&report), Vec::<usize>::new());
     }
 
     #[test]

@@ -83,9 +83,12 @@ impl AlarmConfig {
     /// seconds: theft and tamper cases appear within minutes.
     ///
     /// The balance interval is 10 s (or the reporting interval when longer). Not shorter:
-    /// meters stamp readings when they emit them, and on a busy machine that lags the end of
-    /// the measured period by up to ~0.1 s, which in a 2 s interval misplaces ~4 % of its
-    /// energy — more than the class-limit threshold, so an honest house would alarm. The
+    /// meters stamp a reading with the end of the period it measured, but their readings fall
+    /// on their own reporting instants, so each interval boundary is interpolated between two
+    /// readings and a load that changes within a reporting interval is split between two
+    /// balance intervals only approximately; in a 2 s interval that error is a sizeable share
+    /// of the class-limit threshold. (Energy moved across a boundary this way shows as a
+    /// negative neighbour and does not alarm, see `analytics::balance::evaluate_balance`.) The
     /// calibration's 48 intervals then take 8 minutes; until they have passed (or for good,
     /// once the uncalibrated model has seen unexplained energy in them) the class-limit
     /// thresholds decide, which find the demo's slow theft once it passes ~2.5 % of the load.

@@ -601,7 +601,10 @@ impl Ctx<'_> {
             .await?;
         let window = settings.window_buckets.max(1) as i64 * bucket_ms;
         let from_ms = (end_ms - window).max(start_of_data);
-        let intervals = interval_readings(&*store, &all, from_ms, end_ms, bucket_ms).await?;
+        // One more interval after `end_ms` as context: it settles whether the newest judged
+        // interval's excess is only energy a late stamp moved across their boundary.
+        let intervals =
+            interval_readings(&*store, &all, from_ms, end_ms + bucket_ms, bucket_ms).await?;
         let day_offset_s = observer
             .tz()
             .map(|tz| {
@@ -614,7 +617,10 @@ impl Ctx<'_> {
                 .local_minus_utc()
             })
             .unwrap_or(0);
-        let cfg = settings.analytics_config(i64::from(day_offset_s));
+        let cfg = balance::BalanceConfig {
+            lookahead_intervals: 1,
+            ..settings.analytics_config(i64::from(day_offset_s))
+        };
         let report = balance::evaluate_balance(topology, calibration.as_ref(), &intervals, &cfg);
         for d in &report.diagnostics {
             self.report
