@@ -9,6 +9,7 @@
 //! holds, so a `seq` is never taken twice and a counter never moves back — also when the newest
 //! register slot is damaged. A record the outbox refuses (full) takes no `seq`.
 
+mod clock;
 mod config;
 mod interval;
 #[cfg(test)]
@@ -96,6 +97,12 @@ struct Meter {
     interval: IntervalAccumulator,
     interval_s: u32,
     last_measurement_t_s: Option<f64>,
+    /// Source time at which the running analyzer saw its first sample.
+    analyzer_origin_s: f64,
+    /// Source time the energy counters refer to (the end of the newest measurement).
+    measured_source_s: Option<f64>,
+    /// Maps source time to the system clock for reading stamps.
+    source_clock: clock::SourceClock,
     controller: RelayController,
     tamper: TamperDetector,
     clock_offset_ms: i64,
@@ -293,6 +300,9 @@ impl Meter {
             interval: IntervalAccumulator::default(),
             interval_s,
             last_measurement_t_s: None,
+            analyzer_origin_s: 0.0,
+            measured_source_s: None,
+            source_clock: clock::SourceClock::default(),
             controller,
             tamper,
             clock_offset_ms: 0,
@@ -439,6 +449,7 @@ impl Meter {
                         .is_none_or(|(_, l, fs)| *l != chunk.layout || *fs != chunk.sample_rate_hz)
                 {
                     self.start_analyzer(chunk.layout, chunk.sample_rate_hz)?;
+                    self.analyzer_origin_s = chunk.t0_s;
                 }
                 let (analyzer, _, _) = self.analyzer.as_mut().expect("started above");
                 let mut windows = Vec::new();
@@ -446,6 +457,10 @@ impl Meter {
                     .push_frames(&chunk.samples, |w| windows.push(*w))
                     .map_err(|e| Error::new(format!("metrology: {e}")))?;
                 self.energy = *analyzer.energy();
+                if let Some(w) = windows.last() {
+                    // The counters now hold the energy up to the end of the newest window.
+                    self.measured_source_s = Some(self.analyzer_origin_s + w.t0_s + w.duration_s);
+                }
                 for w in windows {
                     if let Some(c) = &self.cosem {
                         c.lock_live().set_window(&w);
@@ -472,6 +487,7 @@ impl Meter {
                     .last_measurement_t_s
                     .map_or(0.0, |t| (m.t_s - t).max(0.0));
                 self.last_measurement_t_s = Some(m.t_s);
+                self.measured_source_s = Some(m.t_s);
                 let p_total: f64 = m.phases.iter().map(|p| p.p_w).sum();
                 // Device readings carry no reactive power sign: integrate active energy only.
                 self.energy.add(p_total, 0.0, dt);
@@ -760,11 +776,15 @@ impl Meter {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.counters = self.counters();
-        let record = Record {
-            seq,
-            t_ms: self.now_ms(),
-            body,
+        // A reading is dated by the end of the period it measured (see `clock`); other records
+        // by the moment they happen.
+        let t_ms = match (&body, self.measured_source_s) {
+            (Body::Reading(_), Some(source_s)) => {
+                self.source_clock.stamp(source_s, unix_now_ms()) + self.clock_offset_ms
+            }
+            _ => self.now_ms(),
         };
+        let record = Record { seq, t_ms, body };
         loop {
             let result = lock(&self.outbox).append(state.boot_id, &record);
             match result {
