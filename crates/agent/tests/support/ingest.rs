@@ -32,7 +32,7 @@ pub struct Stored {
 pub struct Ingest {
     pub stored: Arc<Mutex<Stored>>,
     client: AsyncClient,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<tokio::sync::Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -52,7 +52,10 @@ impl Ingest {
         )));
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
         let stored = Arc::new(Mutex::new(Stored::default()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Stop is a notification, not a flag polled under a short timeout: cancelling
+        // `poll()` part-way through a reconnect restarts the TLS handshake, and on a busy
+        // machine a handshake slower than the timeout would never complete.
+        let stop = Arc::new(tokio::sync::Notify::new());
         let keys: HashMap<String, MeterKey> = meters
             .iter()
             .map(|(m, k)| (m.to_string(), k.clone()))
@@ -65,17 +68,18 @@ impl Ingest {
                 .unwrap();
             rt.block_on(async move {
                 let mut windows: HashMap<String, ReplayWindow> = HashMap::new();
-                while !st.load(std::sync::atomic::Ordering::Relaxed) {
-                    let event =
-                        tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+                loop {
+                    let event = tokio::select! {
+                        _ = st.notified() => break,
+                        event = eventloop.poll() => event,
+                    };
                     match event {
-                        Err(_) => {}
-                        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             let _ = c.try_subscribe("wattline/v1/m/+/up", QoS::AtLeastOnce);
                             let _ = c.try_subscribe("wattline/v1/m/+/relay", QoS::AtLeastOnce);
                             let _ = c.try_subscribe("wattline/v1/m/+/status", QoS::AtLeastOnce);
                         }
-                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
                             let parts: Vec<&str> = p.topic.split('/').collect();
                             let (topic_meter, kind) = (parts[3].to_owned(), parts[4]);
                             let mut stored = s.lock().unwrap();
@@ -132,8 +136,8 @@ impl Ingest {
                                 }
                             }
                         }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                     }
                 }
             });
@@ -167,7 +171,7 @@ impl Ingest {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
