@@ -45,8 +45,9 @@ impl Biquad {
 
     #[inline(always)]
     fn step(&mut self, x: f64) -> f64 {
-        // b1 = 0 for this band-pass.
-        let y = self.b0 * x + self.b2 * self.x2 - self.a1 * self.y1 - self.a2 * self.y2;
+        // b1 = 0 for this band-pass. The previous output y1 enters last, so the recurrence that
+        // limits the filter's speed is one multiply and one subtraction long.
+        let y = (self.b0 * x + self.b2 * self.x2 - self.a2 * self.y2) - self.a1 * self.y1;
         self.x2 = self.x1;
         self.x1 = x;
         self.y2 = self.y1;
@@ -56,21 +57,29 @@ impl Biquad {
 }
 
 pub(crate) struct Tracker {
+    state: FilterState,
+    /// Input samples per filtered sample, and the block being summed.
+    decim: usize,
+    block_sum: f64,
+    block_len: usize,
+    amp_decay: f64,
+    amp_min: f64,
+    settle_until: u64,
+    min_spacing: f64,
+}
+
+/// What changes with every filtered sample. [`Tracker::process`] copies it into a local for the
+/// loop and back afterwards: kept in the tracker, every field went through memory on each step,
+/// and the store-to-load latency sat on the filters' recurrence.
+#[derive(Clone, Copy)]
+struct FilterState {
     stages: [Biquad; 2],
     /// The last four filtered samples, oldest first.
     hist: [f64; 4],
     /// Filtered (decimated) samples so far; `hist[3]` is number `index - 1`.
     index: u64,
-    /// Input samples per filtered sample, and the block being summed.
-    decim: usize,
-    block_sum: f64,
-    block_len: usize,
     amp: f64,
-    amp_decay: f64,
-    amp_min: f64,
     armed: bool,
-    settle_until: u64,
-    min_spacing: f64,
     last_crossing: f64,
 }
 
@@ -81,21 +90,23 @@ impl Tracker {
         let rate = fs_hz / decim as f64;
         let period = rate / nominal_hz;
         Self {
-            stages: [Biquad::band_pass(nominal_hz, 1.0, rate); 2],
-            hist: [0.0; 4],
-            index: 0,
+            state: FilterState {
+                stages: [Biquad::band_pass(nominal_hz, 1.0, rate); 2],
+                hist: [0.0; 4],
+                index: 0,
+                amp: 0.0,
+                armed: false,
+                last_crossing: f64::NEG_INFINITY,
+            },
             decim,
             block_sum: 0.0,
             block_len: 0,
-            amp: 0.0,
             // The amplitude estimate halves in about two cycles when the voltage goes away.
             amp_decay: libm::exp(-core::f64::consts::LN_2 / (2.0 * period)),
             amp_min: min_amplitude,
-            armed: false,
             settle_until: libm::ceil(4.0 * period) as u64,
             // Crossings closer than half a nominal period are chatter, not cycles.
             min_spacing: 0.5 * period,
-            last_crossing: f64::NEG_INFINITY,
         }
     }
 
@@ -103,6 +114,7 @@ impl Tracker {
     /// absolute fractional sample position of every cycle boundary found.
     pub(crate) fn process(&mut self, samples: &[f64], mut on_crossing: impl FnMut(f64)) {
         let d = self.decim;
+        let mut state = self.state;
         let mut rest = samples;
         if self.block_len > 0 {
             let fill = (d - self.block_len).min(rest.len());
@@ -113,53 +125,64 @@ impl Tracker {
                 let mean = self.block_sum / d as f64;
                 self.block_sum = 0.0;
                 self.block_len = 0;
-                self.step(mean, &mut on_crossing);
+                self.step(&mut state, mean, &mut on_crossing);
             }
         }
         let mut blocks = rest.chunks_exact(d);
         for block in &mut blocks {
             let mean = block.iter().sum::<f64>() / d as f64;
-            self.step(mean, &mut on_crossing);
+            self.step(&mut state, mean, &mut on_crossing);
         }
         let tail = blocks.remainder();
         if !tail.is_empty() {
             self.block_sum += tail.iter().sum::<f64>();
             self.block_len += tail.len();
         }
+        self.state = state;
     }
 
-    #[inline]
-    fn step(&mut self, x: f64, on_crossing: &mut impl FnMut(f64)) {
-        let first = self.stages[0].step(x);
-        let y = self.stages[1].step(first);
-        self.hist = [self.hist[1], self.hist[2], self.hist[3], y];
-        self.index += 1;
+    #[inline(always)]
+    fn step(&self, st: &mut FilterState, x: f64, on_crossing: &mut impl FnMut(f64)) {
+        let first = st.stages[0].step(x);
+        let y = st.stages[1].step(first);
+        st.hist = [st.hist[1], st.hist[2], st.hist[3], y];
+        st.index += 1;
         let a = y.abs();
-        self.amp = if a > self.amp {
+        st.amp = if a > st.amp {
             a
         } else {
-            self.amp * self.amp_decay
+            st.amp * self.amp_decay
         };
-        if self.amp < self.amp_min {
-            self.armed = false;
+        if st.amp < self.amp_min {
+            st.armed = false;
             return;
         }
         // Look one sample back so the cubic has a point on either side of the crossing.
-        let (y0, y1) = (self.hist[1], self.hist[2]);
-        if y1 < -0.3 * self.amp {
-            self.armed = true;
-        } else if self.armed && y0 < 0.0 && y1 >= 0.0 {
-            self.armed = false;
-            // hist[1] is filtered sample `index - 3`; filtered sample m is the mean of input
-            // samples m·D ..= m·D + D − 1, centred at m·D + (D − 1)/2.
-            let m = self.index.saturating_sub(3) as f64 + crossing_offset(&self.hist);
-            let d = self.decim as f64;
-            let pos = m * d + (d - 1.0) / 2.0;
-            if self.index > self.settle_until && m - self.last_crossing >= self.min_spacing {
+        let (y0, y1) = (st.hist[1], st.hist[2]);
+        if y1 < -0.3 * st.amp {
+            st.armed = true;
+        } else if st.armed && y0 < 0.0 && y1 >= 0.0 {
+            st.armed = false;
+            let (m, pos) = self.crossing(st.hist, st.index, st.last_crossing);
+            st.last_crossing = m;
+            if let Some(pos) = pos {
                 on_crossing(pos);
             }
-            self.last_crossing = m;
         }
+    }
+
+    /// A positive-going crossing between `hist[1]` and `hist[2]`: its position in filtered
+    /// samples, and in input samples if it counts as a cycle boundary. Once per cycle, so kept
+    /// out of the filter loop; it takes values, so the loop's state never leaves registers.
+    #[inline(never)]
+    fn crossing(&self, hist: [f64; 4], index: u64, last_crossing: f64) -> (f64, Option<f64>) {
+        // hist[1] is filtered sample `index - 3`; filtered sample m is the mean of input
+        // samples m·D ..= m·D + D − 1, centred at m·D + (D − 1)/2.
+        let m = index.saturating_sub(3) as f64 + crossing_offset(&hist);
+        let d = self.decim as f64;
+        let pos = m * d + (d - 1.0) / 2.0;
+        let counts = index > self.settle_until && m - last_crossing >= self.min_spacing;
+        (m, counts.then_some(pos))
     }
 }
 
