@@ -9,6 +9,7 @@ mod demo;
 mod dlms_poll;
 mod dlms_read;
 mod fleet;
+mod loadgen;
 mod neighbour;
 mod relay;
 mod server_crash;

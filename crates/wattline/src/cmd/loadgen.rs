@@ -1,9 +1,10 @@
 //! `wattline loadgen`: simulated meters publishing sealed readings at a set rate through a real
 //! broker into the real ingest pipeline, measuring acknowledgement and end-to-end latency.
 //!
-//! The server side runs in this process (SQLite store, ingest, live channel), so the end-to-end
-//! latency is measured from the meter's publish to the moment the records appear on the
-//! server's live stream, on one clock. Meters are real MQTT clients: with the embedded broker
+//! The server side runs in this process (SQLite or PostgreSQL store, ingest, live channel), so
+//! the end-to-end latency is measured from the meter's publish to the moment the records appear
+//! on the server's live stream, on one clock; beside it, the server-side latency ingest records
+//! itself (broker delivery → commit → live stream). Meters are real MQTT clients: with the embedded broker
 //! each has its own client certificate from a throwaway CA (mutual TLS); with an external broker
 //! (`--broker HOST:PORT`, plain MQTT such as the local Mosquitto) the server consumes through a
 //! shared subscription with manual acknowledgement, exactly as a scaled-out deployment does.
@@ -28,7 +29,7 @@ use schema::{
 use server::broker::{self, BrokerConfig};
 use server::pki::{CertificateAuthority, IssuedCert};
 use server::source::external::{self, ExternalConfig};
-use server::{Ingest, IngestConfig, KeyRing, Meter, SqliteStore, Store};
+use server::{Ingest, IngestConfig, KeyRing, Meter, PgConfig, PgStore, SqliteStore, Store};
 use tokio::sync::mpsc;
 
 use super::{BadInput, Outcome};
@@ -38,12 +39,18 @@ Examples:
   wattline loadgen --meters 100 --rate 1000 --duration-s 10
   wattline loadgen --meters 1000 --rate 10000 --batch 10 --duration-s 30
   wattline loadgen --broker 127.0.0.1:1883 --meters 50 --rate 2000
+  wattline loadgen --store postgres://postgres@127.0.0.1:5432/test --rate 10000 --batch 10
 
 Without --broker, the embedded broker (mutual TLS, one client certificate per meter) and the
-ingest pipeline into SQLite run in this process. With --broker HOST:PORT the meters publish to
-that plain MQTT broker and the server consumes through a shared subscription with manual acks.
+ingest pipeline run in this process. With --broker HOST:PORT the meters publish to that plain
+MQTT broker and the server consumes through a shared subscription with manual acks.
+--store sqlite (default) writes to a fresh data directory; --store postgres://USER@HOST:PORT/DB
+writes into a new schema loadgen_<run> of that database, dropped after the run (the password,
+if the server asks for one, comes from PGPASSWORD).
 Latency: publish → PUBACK (with the embedded broker sent only after the commit; an external
-broker acknowledges on receipt) and publish → records on the server's live stream.";
+broker acknowledges on receipt), publish → records on the server's live stream, and the
+server-side received → live (from the broker's delivery to ingest until the commit was
+acknowledged and the records were on the live stream).";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,6 +72,80 @@ pub struct Args {
     /// Data directory of the SQLite store (default: a fresh temporary directory, removed after).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// `sqlite`, or `postgres://USER@HOST[:PORT]/DBNAME` (a fresh schema, dropped after the run).
+    #[arg(long, value_name = "sqlite|URL", default_value = "sqlite")]
+    pub store: String,
+}
+
+/// The store a run writes into.
+#[derive(Debug, Clone)]
+enum StoreChoice {
+    Sqlite,
+    /// Connection settings without the schema (each run makes its own).
+    Postgres(PgConfig),
+}
+
+/// Parses `--store`: `sqlite` or `postgres://USER@HOST[:PORT]/DBNAME` (also `postgresql://`).
+fn parse_store(text: &str) -> anyhow::Result<StoreChoice> {
+    if text == "sqlite" {
+        return Ok(StoreChoice::Sqlite);
+    }
+    let shape = "expected sqlite or postgres://USER@HOST[:PORT]/DBNAME";
+    let rest = text
+        .strip_prefix("postgres://")
+        .or_else(|| text.strip_prefix("postgresql://"))
+        .ok_or_else(|| anyhow!("--store {text:?}: {shape}"))?;
+    let (authority, dbname) = rest
+        .split_once('/')
+        .ok_or_else(|| anyhow!("--store {text:?}: no database name; {shape}"))?;
+    let (user, host_port) = authority
+        .rsplit_once('@')
+        .ok_or_else(|| anyhow!("--store {text:?}: no user; {shape}"))?;
+    if user.contains(':') {
+        bail!("--store {text:?}: put the password in PGPASSWORD, not in the URL");
+    }
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| anyhow!("--store {text:?}: port {p:?} is not a number 0-65535"))?,
+        ),
+        None => (host_port, 5432),
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    };
+    if !plain(user) || !plain(host) || !plain(dbname) {
+        bail!(
+            "--store {text:?}: user, host and database must be non-empty and use only letters, digits, '_', '-' and '.'"
+        );
+    }
+    Ok(StoreChoice::Postgres(PgConfig {
+        host: host.to_owned(),
+        port,
+        user: user.to_owned(),
+        password: std::env::var("PGPASSWORD").ok(),
+        dbname: dbname.to_owned(),
+        schema: None,
+        pool_size: 8,
+    }))
+}
+
+/// Drops the run's PostgreSQL schema when the run ends, however it ends.
+struct DropSchema {
+    config: PgConfig,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        match PgStore::drop_schema_blocking(&self.config, &self.schema) {
+            Ok(()) => eprintln!("dropped schema {}", self.schema),
+            Err(e) => eprintln!("could not drop schema {}: {e}", self.schema),
+        }
+    }
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -87,6 +168,10 @@ pub fn run(args: &Args) -> Outcome {
         ))
         .bad_input();
     }
+    let store = parse_store(&args.store).bad_input()?;
+    if matches!(store, StoreChoice::Postgres(_)) && args.data_dir.is_some() {
+        return Err(anyhow!("--data-dir is for --store sqlite only")).bad_input();
+    }
     let external = match &args.broker {
         None => None,
         Some(text) => {
@@ -103,7 +188,7 @@ pub fn run(args: &Args) -> Outcome {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    rt.block_on(run_async(args, external))?;
+    rt.block_on(run_async(args, external, store))?;
     Ok(())
 }
 
@@ -195,7 +280,11 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Result<()> {
+async fn run_async(
+    args: &Args,
+    external: Option<(String, u16)>,
+    choice: StoreChoice,
+) -> anyhow::Result<()> {
     let meters = args.meters;
     let total_records = (args.rate * args.duration_s).round().max(1.0) as usize;
     let envelopes_per_meter = total_records.div_ceil(meters * args.batch).max(1);
@@ -203,18 +292,47 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
     let total_records = total_envelopes * args.batch;
     let envelope_interval = Duration::from_secs_f64((meters * args.batch) as f64 / args.rate);
 
-    // The server side: SQLite store, meters enrolled, ingest.
-    let temp = args.data_dir.is_none();
+    // The server side: the store, meters enrolled, ingest.
+    let run_tag = format!("{:x}", server::now_ms() % 0xFFFFFF);
+    let temp = args.data_dir.is_none() && matches!(choice, StoreChoice::Sqlite);
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("wattline-loadgen-{}", std::process::id()))
     });
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&data_dir)
-            .await
-            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
-    );
+    let mut drop_schema = None;
+    let store: Arc<dyn Store> = match &choice {
+        StoreChoice::Sqlite => Arc::new(
+            SqliteStore::open(&data_dir)
+                .await
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+        ),
+        StoreChoice::Postgres(config) => {
+            let schema = format!("loadgen_{run_tag}_{}", std::process::id());
+            let config = PgConfig {
+                schema: Some(schema.clone()),
+                ..config.clone()
+            };
+            // Armed before connecting: a failed migration leaves nothing behind either.
+            drop_schema = Some(DropSchema {
+                config: config.clone(),
+                schema: schema.clone(),
+            });
+            eprintln!(
+                "store: PostgreSQL {}:{}/{}, schema {schema}",
+                config.host, config.port, config.dbname
+            );
+            Arc::new(PgStore::connect(&config).await.with_context(|| {
+                format!(
+                    "connecting to PostgreSQL at {}:{} (database {}, user {})",
+                    config.host, config.port, config.dbname, config.user
+                )
+            })?)
+        }
+    };
+    let backend = match choice {
+        StoreChoice::Sqlite => "SQLite",
+        StoreChoice::Postgres(_) => "PostgreSQL",
+    };
     let keys = KeyRing::new();
-    let run_tag = format!("{:x}", server::now_ms() % 0xFFFFFF);
     let mut ids = Vec::with_capacity(meters);
     let mut meter_keys = Vec::with_capacity(meters);
     for i in 0..meters {
@@ -498,8 +616,10 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
         .map(|m| m.iter().filter(|t| t.load(Ordering::Relaxed) > 0).count())
         .sum();
     let mode = match &external {
-        None => "embedded broker (mutual TLS) → ingest → SQLite".to_owned(),
-        Some((h, p)) => format!("external broker {h}:{p} (shared subscription) → ingest → SQLite"),
+        None => format!("embedded broker (mutual TLS) → ingest → {backend}"),
+        Some((h, p)) => {
+            format!("external broker {h}:{p} (shared subscription) → ingest → {backend}")
+        }
     };
     println!();
     println!(
@@ -542,6 +662,14 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
         ms(percentile(&e2e_l, 0.99)),
         ms(e2e_l.last().copied().unwrap_or_default())
     );
+    let server_side = s.latency();
+    println!(
+        "{:<28}{:>12}{:>12}{:>12}",
+        "server: received → live",
+        ms(server_side.quantile(0.50)),
+        ms(server_side.quantile(0.99)),
+        ms(server_side.max())
+    );
     println!(
         "{:<28}{:>14.0}",
         "throughput, readings/s",
@@ -574,6 +702,8 @@ async fn run_async(args: &Args, external: Option<(String, u16)>) -> anyhow::Resu
         ingest.shutdown().await;
     }
     drop(tls);
+    drop(store);
+    drop(drop_schema);
     if temp {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
@@ -599,5 +729,51 @@ fn report_connection_error(e: &rumqttc::ConnectionError) {
     if !seen.contains(&text) && seen.len() < 8 {
         eprintln!("meter connection error: {text}");
         seen.push(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_into_connection_settings() {
+        assert!(matches!(
+            parse_store("sqlite").unwrap(),
+            StoreChoice::Sqlite
+        ));
+        let StoreChoice::Postgres(c) = parse_store("postgres://root@127.0.0.1:5433/test").unwrap()
+        else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            (c.user.as_str(), c.host.as_str(), c.port, c.dbname.as_str()),
+            ("root", "127.0.0.1", 5433, "test")
+        );
+        assert_eq!(c.schema, None, "each run makes its own schema");
+        let StoreChoice::Postgres(c) = parse_store("postgresql://postgres@db-1/wattline").unwrap()
+        else {
+            panic!("not postgres")
+        };
+        assert_eq!((c.host.as_str(), c.port), ("db-1", 5432));
+    }
+
+    #[test]
+    fn malformed_store_urls_are_refused_with_the_reason() {
+        for (text, why) in [
+            (
+                "mysql://root@localhost/test",
+                "expected sqlite or postgres://",
+            ),
+            ("postgres://127.0.0.1/test", "no user"),
+            ("postgres://root@127.0.0.1", "no database name"),
+            ("postgres://root@127.0.0.1:99999/test", "is not a number"),
+            ("postgres://root:secret@127.0.0.1/test", "PGPASSWORD"),
+            ("postgres://root@127.0.0.1/te st", "only letters"),
+            ("postgres://root@/test", "non-empty"),
+        ] {
+            let e = parse_store(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 }
