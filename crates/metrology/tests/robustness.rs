@@ -160,6 +160,36 @@ fn non_finite_samples_are_refused_with_their_position() {
 }
 
 #[test]
+fn a_refused_chunk_leaves_no_trace_in_the_skew_delay_lines() {
+    // Regression test for the fused finiteness check: the samples of a refused segment are
+    // copied into the buffer before the check fails, and must not reach the delay lines (a NaN
+    // in their ring would make every later window NaN).
+    let sig = Signal::sine(50.0, 8000.0, 230.0, 5.0, 20.0);
+    let (v, i) = sig.samples(2.0);
+    let mut config = sig.config();
+    config.calibration.phases[0].skew_samples = 1.3;
+    let mut analyzer = Analyzer::new(config).unwrap();
+    let mut bad_i = i[..100].to_vec();
+    bad_i[99] = f64::NAN;
+    assert!(
+        analyzer
+            .push_single_phase(&v[..100], &bad_i, |_| {})
+            .is_err()
+    );
+    assert_eq!(analyzer.frames_pushed(), 0);
+    let mut windows = Vec::new();
+    analyzer
+        .push_single_phase(&v, &i, |w| windows.push(*w))
+        .unwrap();
+    assert!(windows.len() >= 8);
+    for w in &windows {
+        let p = &w.phases[0];
+        assert!(p.v_rms.is_finite() && p.p_w.is_finite(), "{p:?}");
+        assert!((p.v_rms - 230.0).abs() < 0.01, "{}", p.v_rms);
+    }
+}
+
+#[test]
 fn bad_configurations_are_refused_with_the_field_named() {
     let good = AnalyzerConfig::single_phase(8000.0, NominalFrequency::Hz50);
     let cases: [(AnalyzerConfig, &str); 5] = [
