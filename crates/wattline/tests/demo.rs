@@ -402,10 +402,13 @@ fn demo_shows_the_bypass_the_magnet_and_the_slow_theft_as_cases_within_minutes()
         if seen.len() == SUSPECTS.len() {
             break cases;
         }
-        if t0.elapsed() > Duration::from_secs(300) {
+        // The slow theft passes the class-limit threshold (~2 % of the house) after about
+        // 2.5 minutes of simulated time, and the balance judges an interval once the one after
+        // it is in: about 3.5 minutes here, later when a loaded machine slows the meters.
+        if t0.elapsed() > Duration::from_secs(420) {
             let stderr = demo.stop();
             panic!(
-                "within 300 s only {seen:?} of {SUSPECTS:?} got cases: {cases:#}\ndemo stderr:\n{stderr}"
+                "within 420 s only {seen:?} of {SUSPECTS:?} got cases: {cases:#}\ndemo stderr:\n{stderr}"
             );
         }
         std::thread::sleep(Duration::from_secs(2));
