@@ -361,20 +361,23 @@ impl WindowEngine {
         out
     }
 
-    /// Weighted cos/sin of θ_n = 2π·c·(n − x_a)/L for the span's samples, and their sums. The
-    /// tables are built by rotating four interleaved phasors, re-seeded every 128 rotations
-    /// from one libm sin/cos pair (the lanes' offsets e^{j·k·step} are computed once per
-    /// window), which is far cheaper than a libm call per sample and vectorises; the sums are
-    /// taken in the same pass.
+    /// Weighted cos/sin of θ_n = 2π·c·(n − x_a)/L for the span's samples, and their sums.
+    ///
+    /// Sample 8q + k of a block is e^{jθ_b}·e^{j·8q·step}·e^{j·k·step}: one phasor P_q rotates by
+    /// e^{j·8·step} per eight samples, and each of the eight outputs is P_q times a fixed lane
+    /// offset e^{j·k·step}. Only P_q is a recurrence (one complex multiply per eight samples);
+    /// the outputs are independent multiplies that vectorise, where rotating every lane made
+    /// the loop wait on its own multiply-subtract latency. The sums follow from the same
+    /// factorisation: Σ_q Σ_k P_q·o_k = (Σ_q P_q)·(Σ_k o_k). Blocks are re-seeded from one
+    /// libm sin/cos pair every 1024 samples, so rounding does not build up; the lane offsets
+    /// come from one libm pair by rotation (a few ulp).
     fn fill_oscillator(&mut self, span: Span, w: Weights, cycles: f64) {
-        // Four lanes: phasors and sums then fit SSE2's sixteen registers (eight spilled).
-        const LANES: usize = 4;
+        const LANES: usize = 8;
         const RESEED: usize = 128 * LANES;
         let count = w.i1 - w.i0 + 1;
         let step = 2.0 * PI * cycles / (span.xb - span.xa);
         let cos = &mut self.osc_cos[..count];
         let sin = &mut self.osc_sin[..count];
-        // e^{j·k·step} for the lanes k = 0..4, by rotation from one libm pair (a few ulp).
         let (c1, s1) = (libm::cos(step), libm::sin(step));
         let mut lane_c = [1.0; LANES];
         let mut lane_s = [0.0; LANES];
@@ -382,39 +385,37 @@ impl WindowEngine {
             lane_c[k] = lane_c[k - 1] * c1 - lane_s[k - 1] * s1;
             lane_s[k] = lane_s[k - 1] * c1 + lane_c[k - 1] * s1;
         }
+        let (lane_sum_c, lane_sum_s): (f64, f64) = (lane_c.iter().sum(), lane_s.iter().sum());
         let (rot_c, rot_s) = (
             libm::cos(step * LANES as f64),
             libm::sin(step * LANES as f64),
         );
-        let mut sum_c = [0.0; LANES];
-        let mut sum_s = [0.0; LANES];
+        let (mut sum_cos, mut sum_sin) = (0.0, 0.0);
         let blocks = cos.chunks_mut(RESEED).zip(sin.chunks_mut(RESEED));
         for (b, (block_c, block_s)) in blocks.enumerate() {
             let theta = step * ((w.i0 + b * RESEED) as f64 - span.xa);
-            let (cb, sb) = (libm::cos(theta), libm::sin(theta));
-            let mut c: [f64; LANES] = core::array::from_fn(|k| cb * lane_c[k] - sb * lane_s[k]);
-            let mut s: [f64; LANES] = core::array::from_fn(|k| sb * lane_c[k] + cb * lane_s[k]);
+            let (mut pc, mut ps) = (libm::cos(theta), libm::sin(theta));
+            // Σ P_q over the block's whole chunks.
+            let (mut pc_sum, mut ps_sum) = (0.0, 0.0);
             let (chunks_c, rest_c) = block_c.as_chunks_mut::<LANES>();
             let (chunks_s, rest_s) = block_s.as_chunks_mut::<LANES>();
             for (oc, os) in chunks_c.iter_mut().zip(chunks_s.iter_mut()) {
-                *oc = c;
-                *os = s;
-                sum_c = core::array::from_fn(|k| sum_c[k] + c[k]);
-                sum_s = core::array::from_fn(|k| sum_s[k] + s[k]);
-                let (pc, ps) = (c, s);
-                c = core::array::from_fn(|k| pc[k] * rot_c - ps[k] * rot_s);
-                s = core::array::from_fn(|k| ps[k] * rot_c + pc[k] * rot_s);
+                *oc = core::array::from_fn(|k| pc * lane_c[k] - ps * lane_s[k]);
+                *os = core::array::from_fn(|k| ps * lane_c[k] + pc * lane_s[k]);
+                pc_sum += pc;
+                ps_sum += ps;
+                (pc, ps) = (pc * rot_c - ps * rot_s, ps * rot_c + pc * rot_s);
             }
+            sum_cos += pc_sum * lane_sum_c - ps_sum * lane_sum_s;
+            sum_sin += ps_sum * lane_sum_c + pc_sum * lane_sum_s;
             for (k, (oc, os)) in rest_c.iter_mut().zip(rest_s).enumerate() {
-                *oc = c[k];
-                *os = s[k];
-                sum_c[k] += c[k];
-                sum_s[k] += s[k];
+                *oc = pc * lane_c[k] - ps * lane_s[k];
+                *os = ps * lane_c[k] + pc * lane_s[k];
+                sum_cos += *oc;
+                sum_sin += *os;
             }
         }
         // The boundary samples' weights, applied to the tables and to their sums.
-        let mut sum_cos: f64 = sum_c.iter().sum();
-        let mut sum_sin: f64 = sum_s.iter().sum();
         let mut weigh = |n: usize, wt: f64| {
             sum_cos += (wt - 1.0) * cos[n];
             sum_sin += (wt - 1.0) * sin[n];
