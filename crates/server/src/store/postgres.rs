@@ -7,7 +7,7 @@
 //! transaction-scoped advisory lock, so dedup on `(meter, boot_id, seq)` is exact across
 //! instances even though a partitioned table's unique key must include `ts_ms`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -814,24 +814,28 @@ impl Store for PgStore {
         let c = self.client().await?;
         let base = counter_point_select();
         let (m, b) = (meter.as_str(), to_db(boot_id));
-        let before = c
-            .query_opt(
-                &*format!("{base} WHERE meter_id = $1 AND boot_id = $2 AND seq < $3 ORDER BY seq DESC LIMIT 1"),
-                &[&m, &b, &to_db(first_seq)],
-            )
-            .await
-            .map_err(db("finding the previous reading"))?
-            .map(|r| counter_point(&r));
-        let after = c
-            .query_opt(
-                &*format!(
-                    "{base} WHERE meter_id = $1 AND boot_id = $2 AND seq > $3 ORDER BY seq LIMIT 1"
-                ),
-                &[&m, &b, &to_db(last_seq)],
-            )
-            .await
-            .map_err(db("finding the next reading"))?
-            .map(|r| counter_point(&r));
+        let (first, last) = (to_db(first_seq), to_db(last_seq));
+        // Ingest asks this for every delivery: cached statements, both queries pipelined.
+        let (before_sql, after_sql) = futures_util::future::try_join(
+            c.prepare_cached(&format!(
+                "{base} WHERE meter_id = $1 AND boot_id = $2 AND seq < $3 ORDER BY seq DESC LIMIT 1"
+            )),
+            c.prepare_cached(&format!(
+                "{base} WHERE meter_id = $1 AND boot_id = $2 AND seq > $3 ORDER BY seq LIMIT 1"
+            )),
+        )
+        .await
+        .map_err(db("preparing the neighbour queries"))?;
+        let (before, after) = futures_util::future::try_join(
+            c.query_opt(&before_sql, &[&m, &b, &first]),
+            c.query_opt(&after_sql, &[&m, &b, &last]),
+        )
+        .await
+        .map_err(db("finding the neighbouring readings"))?;
+        let (before, after) = (
+            before.map(|r| counter_point(&r)),
+            after.map(|r| counter_point(&r)),
+        );
         Ok(Neighbours { before, after })
     }
 
@@ -846,184 +850,65 @@ impl Store for PgStore {
         let mut meters: Vec<&str> = set.batches.iter().map(|b| b.meter.as_str()).collect();
         meters.sort_unstable();
         meters.dedup();
-        for m in &meters {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[m],
-            )
+        // Pipelined, and sent (so taken) in that order.
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .await
             .map_err(db("locking a meter"))?;
-        }
+        let (tx_ref, lock_ref) = (&tx, &lock);
+        futures_util::future::try_join_all(
+            meters
+                .iter()
+                .map(|m| async move { tx_ref.execute(lock_ref, &[m]).await }),
+        )
+        .await
+        .map_err(db("locking a meter"))?;
         let reading_sql = tx
             .prepare_cached(&reading_insert_sql())
             .await
             .map_err(db("preparing the reading insert"))?;
         let mut outcome = WriteOutcome::default();
         let mut quarantine = set.quarantine.clone();
-        for batch in &set.batches {
-            let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else {
-                outcome.batches.push(BatchOutcome::default());
-                continue;
-            };
-            let meter = batch.meter.as_str();
-            let boot = to_db(batch.boot_id);
-            let (lo, hi) = (to_db(first.seq), to_db(last.seq));
-            let existing: HashMap<u64, i64> = tx
-                .query(
-                    "SELECT seq, ts_ms FROM readings WHERE meter_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4
-                     UNION ALL SELECT seq, ts_ms FROM events WHERE meter_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4
-                     UNION ALL SELECT seq, ts_ms FROM other_records WHERE meter_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4",
-                    &[&meter, &boot, &lo, &hi],
-                )
-                .await
-                .map_err(db("looking up stored seqs"))?
-                .iter()
-                .map(|r| (from_db(r.get(0)), r.get(1)))
-                .collect();
-            let (fresh, mut result, conflicts) = classify(batch, &existing);
+        // Batches of different meters touch different rows, so their statements are
+        // pipelined on the transaction's connection (tokio-postgres sends a query before the
+        // previous answer arrives when the futures run concurrently): the group costs about
+        // one round trip per statement of its busiest meter, not one per statement of every
+        // batch. One meter's batches still run in delivery order.
+        let mut by_meter: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, b) in set.batches.iter().enumerate() {
+            by_meter.entry(b.meter.as_str()).or_default().push(i);
+        }
+        let (tx_ref, sql_ref) = (&tx, &reading_sql);
+        let per_meter = by_meter.into_values().map(|indices| async move {
+            let mut done = Vec::with_capacity(indices.len());
+            for i in indices {
+                done.push((i, write_batch(tx_ref, sql_ref, &set.batches[i]).await?));
+            }
+            Ok::<_, Error>(done)
+        });
+        let mut written: Vec<Option<(BatchOutcome, Vec<NewQuarantine>)>> =
+            vec![None; set.batches.len()];
+        for (i, w) in futures_util::future::try_join_all(per_meter)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            written[i] = Some(w);
+        }
+        for (result, conflicts) in written.into_iter().flatten() {
             quarantine.extend(conflicts);
-            // Readings in one statement, column-wise arrays.
-            let mut seqs = Vec::new();
-            let mut times = Vec::new();
-            let mut columns: Vec<Vec<Option<f64>>> = vec![Vec::new(); READING_COLUMNS.len()];
-            let mut others = Vec::new();
-            for &i in &fresh {
-                let r = &batch.records[i];
-                if let Body::Reading(reading) = &r.body {
-                    seqs.push(to_db(r.seq));
-                    times.push(r.t_ms);
-                    for (col, v) in columns.iter_mut().zip(reading_values(reading)) {
-                        col.push(v);
-                    }
-                } else {
-                    others.push(r);
-                }
-            }
-            let mut stored: HashSet<u64> = HashSet::new();
-            let mut t_range: Option<(i64, i64, i64)> = None;
-            if !seqs.is_empty() {
-                let mut params: Vec<&(dyn ToSql + Sync)> =
-                    vec![&meter, &boot, &seqs, &times, &batch.received_ms];
-                for col in &columns {
-                    params.push(col);
-                }
-                let rows = tx
-                    .query(&reading_sql, &params)
-                    .await
-                    .map_err(db("inserting readings"))?;
-                let inserted: HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-                for (&s, &t) in seqs.iter().zip(&times) {
-                    if inserted.contains(&s) {
-                        stored.insert(from_db(s));
-                        t_range = Some(match t_range {
-                            None => (t, t, s),
-                            Some((a, b, m)) => (a.min(t), b.max(t), m.max(s)),
-                        });
-                    }
-                }
-            }
-            for r in others {
-                let seq = to_db(r.seq);
-                let n = match &r.body {
-                    Body::Event(e) => tx
-                        .execute(
-                            "INSERT INTO events (meter_id, boot_id, seq, ts_ms, class, code, active, value, detail)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-                            &[
-                                &meter,
-                                &boot,
-                                &seq,
-                                &r.t_ms,
-                                &crate::event_class_name(e.class),
-                                &e.code,
-                                &e.active,
-                                &e.value,
-                                &e.detail,
-                            ],
-                        )
-                        .await
-                        .map_err(db("inserting an event"))?,
-                    other => {
-                        let known = !matches!(other, Body::Unknown { .. });
-                        let body = match other {
-                            Body::Unknown { body_cbor, .. } => body_cbor.clone(),
-                            _ => r.to_cbor().map_err(|e| Error::invalid(e.to_string()))?,
-                        };
-                        let n = tx
-                            .execute(
-                                "INSERT INTO other_records (meter_id, boot_id, seq, ts_ms, kind, known, body)
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                                &[&meter, &boot, &seq, &r.t_ms, &other.kind(), &known, &body],
-                            )
-                            .await
-                            .map_err(db("inserting a record"))?;
-                        if n == 1
-                            && let Body::Ack(ack) = other
-                        {
-                            apply_ack(&tx, &batch.meter, ack, r.t_ms).await?;
-                        }
-                        n
-                    }
-                };
-                if n == 1 {
-                    stored.insert(r.seq);
-                }
-            }
-            for &i in &fresh {
-                let seq = batch.records[i].seq;
-                if stored.contains(&seq) {
-                    result.stored.push(seq);
-                } else {
-                    result.duplicate.push(seq);
-                }
-            }
-            if let Some((from, to, max_seq)) = t_range {
-                let next: Option<i64> = tx
-                    .query_opt(
-                        "SELECT ts_ms FROM readings WHERE meter_id = $1 AND boot_id = $2 AND seq > $3 ORDER BY seq LIMIT 1",
-                        &[&meter, &boot, &max_seq],
-                    )
-                    .await
-                    .map_err(db("finding the next reading"))?
-                    .map(|r| r.get(0));
-                let to = to.max(next.unwrap_or(to));
-                tx.execute(
-                    "INSERT INTO rollup_dirty (meter_id, from_ms, to_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (meter_id) DO UPDATE SET from_ms = LEAST(rollup_dirty.from_ms, excluded.from_ms),
-                       to_ms = GREATEST(rollup_dirty.to_ms, excluded.to_ms), generation = rollup_dirty.generation + 1",
-                    &[&meter, &from, &to],
-                )
-                .await
-                .map_err(db("recording the rollup range"))?;
-            }
-            let (n_stored, n_dup) = (result.stored.len() as i64, result.duplicate.len() as i64);
-            tx.execute(
-                "INSERT INTO meter_boots (meter_id, boot_id, first_seen_ms, last_seen_ms, highest_seq, stored, duplicates)
-                 VALUES ($1, $2, $3, $3, $4, $5, $6)
-                 ON CONFLICT (meter_id, boot_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
-                   highest_seq = GREATEST(meter_boots.highest_seq, excluded.highest_seq),
-                   stored = meter_boots.stored + excluded.stored,
-                   duplicates = meter_boots.duplicates + excluded.duplicates",
-                &[&meter, &boot, &batch.received_ms, &hi, &n_stored, &n_dup],
-            )
-            .await
-            .map_err(db("updating the boot state"))?;
-            tx.execute(
-                "UPDATE meters SET last_seen_ms = $2, clock_drift_ms = COALESCE($3, clock_drift_ms) WHERE id = $1",
-                &[&meter, &batch.received_ms, &batch.clock_drift_ms],
-            )
-            .await
-            .map_err(db("updating the meter"))?;
             outcome.batches.push(result);
         }
-        for q in &quarantine {
-            tx.execute(
+        let raw_lens: Vec<i64> = quarantine.iter().map(|q| q.raw_len as i64).collect();
+        let tx_ref = &tx;
+        futures_util::future::try_join_all(quarantine.iter().zip(&raw_lens).map(|(q, raw_len)| async move {
+            tx_ref.execute(
                 "INSERT INTO quarantine (received_ms, source, meter_claimed, reason, raw, raw_len) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&q.received_ms, &q.source, &q.meter_claimed, &q.reason, &q.raw, &(q.raw_len as i64)],
-            )
-            .await
-            .map_err(db("quarantining"))?;
-        }
+                &[&q.received_ms, &q.source, &q.meter_claimed, &q.reason, &q.raw, raw_len],
+            ).await
+        }))
+        .await
+        .map_err(db("quarantining"))?;
         tx.commit()
             .await
             .map_err(db("committing the ingest transaction"))?;
@@ -1515,6 +1400,168 @@ impl Store for PgStore {
             })
             .collect())
     }
+}
+
+/// Writes one batch inside the ingest transaction; returns its outcome and the records that
+/// conflict with stored ones (for the quarantine).
+async fn write_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    reading_sql: &tokio_postgres::Statement,
+    batch: &BatchWrite,
+) -> Result<(BatchOutcome, Vec<NewQuarantine>), Error> {
+    let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else {
+        return Ok((BatchOutcome::default(), Vec::new()));
+    };
+    let meter = batch.meter.as_str();
+    let boot = to_db(batch.boot_id);
+    let (lo, hi) = (to_db(first.seq), to_db(last.seq));
+    let existing: HashMap<u64, i64> = tx
+        .query(
+            &tx.prepare_cached("SELECT seq, ts_ms FROM readings WHERE meter_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4
+             UNION ALL SELECT seq, ts_ms FROM events WHERE meter_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4
+             UNION ALL SELECT seq, ts_ms FROM other_records WHERE meter_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4").await.map_err(db("preparing an ingest statement"))?,
+            &[&meter, &boot, &lo, &hi],
+        )
+        .await
+        .map_err(db("looking up stored seqs"))?
+        .iter()
+        .map(|r| (from_db(r.get(0)), r.get(1)))
+        .collect();
+    let (fresh, mut result, conflicts) = classify(batch, &existing);
+
+    // Readings in one statement, column-wise arrays.
+    let mut seqs = Vec::new();
+    let mut times = Vec::new();
+    let mut columns: Vec<Vec<Option<f64>>> = vec![Vec::new(); READING_COLUMNS.len()];
+    let mut others = Vec::new();
+    for &i in &fresh {
+        let r = &batch.records[i];
+        if let Body::Reading(reading) = &r.body {
+            seqs.push(to_db(r.seq));
+            times.push(r.t_ms);
+            for (col, v) in columns.iter_mut().zip(reading_values(reading)) {
+                col.push(v);
+            }
+        } else {
+            others.push(r);
+        }
+    }
+    let mut stored: HashSet<u64> = HashSet::new();
+    let mut t_range: Option<(i64, i64, i64)> = None;
+    if !seqs.is_empty() {
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&meter, &boot, &seqs, &times, &batch.received_ms];
+        for col in &columns {
+            params.push(col);
+        }
+        let rows = tx
+            .query(reading_sql, &params)
+            .await
+            .map_err(db("inserting readings"))?;
+        let inserted: HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        for (&s, &t) in seqs.iter().zip(&times) {
+            if inserted.contains(&s) {
+                stored.insert(from_db(s));
+                t_range = Some(match t_range {
+                    None => (t, t, s),
+                    Some((a, b, m)) => (a.min(t), b.max(t), m.max(s)),
+                });
+            }
+        }
+    }
+    for r in others {
+        let seq = to_db(r.seq);
+        let n = match &r.body {
+            Body::Event(e) => tx
+                .execute(
+                    "INSERT INTO events (meter_id, boot_id, seq, ts_ms, class, code, active, value, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                    &[
+                        &meter,
+                        &boot,
+                        &seq,
+                        &r.t_ms,
+                        &crate::event_class_name(e.class),
+                        &e.code,
+                        &e.active,
+                        &e.value,
+                        &e.detail,
+                    ],
+                )
+                .await
+                .map_err(db("inserting an event"))?,
+            other => {
+                let known = !matches!(other, Body::Unknown { .. });
+                let body = match other {
+                    Body::Unknown { body_cbor, .. } => body_cbor.clone(),
+                    _ => r.to_cbor().map_err(|e| Error::invalid(e.to_string()))?,
+                };
+                let n = tx
+                    .execute(
+                        "INSERT INTO other_records (meter_id, boot_id, seq, ts_ms, kind, known, body)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        &[&meter, &boot, &seq, &r.t_ms, &other.kind(), &known, &body],
+                    )
+                    .await
+                    .map_err(db("inserting a record"))?;
+                if n == 1
+                    && let Body::Ack(ack) = other
+                {
+                    apply_ack(tx, &batch.meter, ack, r.t_ms).await?;
+                }
+                n
+            }
+        };
+        if n == 1 {
+            stored.insert(r.seq);
+        }
+    }
+    for &i in &fresh {
+        let seq = batch.records[i].seq;
+        if stored.contains(&seq) {
+            result.stored.push(seq);
+        } else {
+            result.duplicate.push(seq);
+        }
+    }
+    if let Some((from, to, max_seq)) = t_range {
+        let next: Option<i64> = tx
+            .query_opt(
+                &tx.prepare_cached("SELECT ts_ms FROM readings WHERE meter_id = $1 AND boot_id = $2 AND seq > $3 ORDER BY seq LIMIT 1").await.map_err(db("preparing an ingest statement"))?,
+                &[&meter, &boot, &max_seq],
+            )
+            .await
+            .map_err(db("finding the next reading"))?
+            .map(|r| r.get(0));
+        let to = to.max(next.unwrap_or(to));
+        tx.execute(
+            &tx.prepare_cached("INSERT INTO rollup_dirty (meter_id, from_ms, to_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (meter_id) DO UPDATE SET from_ms = LEAST(rollup_dirty.from_ms, excluded.from_ms),
+               to_ms = GREATEST(rollup_dirty.to_ms, excluded.to_ms), generation = rollup_dirty.generation + 1").await.map_err(db("preparing an ingest statement"))?,
+            &[&meter, &from, &to],
+        )
+        .await
+        .map_err(db("recording the rollup range"))?;
+    }
+    let (n_stored, n_dup) = (result.stored.len() as i64, result.duplicate.len() as i64);
+    tx.execute(
+        &tx.prepare_cached("INSERT INTO meter_boots (meter_id, boot_id, first_seen_ms, last_seen_ms, highest_seq, stored, duplicates)
+         VALUES ($1, $2, $3, $3, $4, $5, $6)
+         ON CONFLICT (meter_id, boot_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
+           highest_seq = GREATEST(meter_boots.highest_seq, excluded.highest_seq),
+           stored = meter_boots.stored + excluded.stored,
+           duplicates = meter_boots.duplicates + excluded.duplicates").await.map_err(db("preparing an ingest statement"))?,
+        &[&meter, &boot, &batch.received_ms, &hi, &n_stored, &n_dup],
+    )
+    .await
+    .map_err(db("updating the boot state"))?;
+    tx.execute(
+        &tx.prepare_cached("UPDATE meters SET last_seen_ms = $2, clock_drift_ms = COALESCE($3, clock_drift_ms) WHERE id = $1").await.map_err(db("preparing an ingest statement"))?,
+        &[&meter, &batch.received_ms, &batch.clock_drift_ms],
+    )
+    .await
+    .map_err(db("updating the meter"))?;
+    Ok((result, conflicts))
 }
 
 /// An `ack` record moves its command, when the id names an unfinished command of this meter.
