@@ -128,12 +128,17 @@ impl Tracker {
                 self.step(&mut state, mean, &mut on_crossing);
             }
         }
-        let mut blocks = rest.chunks_exact(d);
-        for block in &mut blocks {
-            let mean = block.iter().sum::<f64>() / d as f64;
-            self.step(&mut state, mean, &mut on_crossing);
+        // The block means first, a batch at a time, in a loop the compiler can vectorise; then
+        // the filters over them.
+        let (body, tail) = rest.split_at(rest.len() / d * d);
+        let mut means = [0.0; MEAN_BATCH];
+        for part in body.chunks(MEAN_BATCH * d) {
+            let means = &mut means[..part.len() / d];
+            block_means(part, d, means);
+            for &mean in means.iter() {
+                self.step(&mut state, mean, &mut on_crossing);
+            }
         }
-        let tail = blocks.remainder();
         if !tail.is_empty() {
             self.block_sum += tail.iter().sum::<f64>();
             self.block_len += tail.len();
@@ -183,6 +188,33 @@ impl Tracker {
         let pos = m * d + (d - 1.0) / 2.0;
         let counts = index > self.settle_until && m - last_crossing >= self.min_spacing;
         (m, counts.then_some(pos))
+    }
+}
+
+/// Block means computed per batch before filtering.
+const MEAN_BATCH: usize = 64;
+
+/// `out[m]` = the mean of `samples[m·d .. (m + 1)·d]`; `samples` holds `out.len()` whole
+/// blocks. The usual decimations get a loop with `d` known at compile time, which vectorises;
+/// the sums run in the same order in every variant, so the means are the same.
+fn block_means(samples: &[f64], d: usize, out: &mut [f64]) {
+    fn fixed<const D: usize>(samples: &[f64], out: &mut [f64]) {
+        let (blocks, _) = samples.as_chunks::<D>();
+        for (o, block) in out.iter_mut().zip(blocks) {
+            *o = block.iter().sum::<f64>() / D as f64;
+        }
+    }
+    match d {
+        1 => out.copy_from_slice(&samples[..out.len()]),
+        2 => fixed::<2>(samples, out),
+        3 => fixed::<3>(samples, out),
+        4 => fixed::<4>(samples, out),
+        5 => fixed::<5>(samples, out),
+        _ => {
+            for (o, block) in out.iter_mut().zip(samples.chunks_exact(d)) {
+                *o = block.iter().sum::<f64>() / d as f64;
+            }
+        }
     }
 }
 
