@@ -176,11 +176,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A token bucket per origin meter: `rate` per second, bursts up to `rate`.
+/// A token bucket per origin meter: `rate` per second, bursts up to `rate` (at least one).
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: rate.max(1.0),
+            at: now,
+        }
+    }
+
+    /// Takes one token at `now` if there is one.
+    fn take(&mut self, rate: f64, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate.max(1.0));
+        self.at = now.max(self.at);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 /// The forwarding side of the neighbour link.
@@ -427,17 +448,12 @@ impl Forwarder {
             let rate = self.config.max_envelopes_per_s;
             let mut buckets = lock(&self.buckets);
             let now = Instant::now();
-            let bucket = buckets.entry(origin.clone()).or_insert(Bucket {
-                tokens: rate.max(1.0),
-                at: now,
-            });
-            bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate)
-                .min(rate.max(1.0));
-            bucket.at = now;
-            if bucket.tokens < 1.0 {
+            let bucket = buckets
+                .entry(origin.clone())
+                .or_insert_with(|| Bucket::full(rate, now));
+            if !bucket.take(rate, now) {
                 return Err(format!("rate limit of {rate} envelopes per second"));
             }
-            bucket.tokens -= 1.0;
         }
         let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         self.pending_bytes
@@ -478,6 +494,28 @@ mod tests {
 
     fn parse(text: &str) -> Result<NeighbourConfig, String> {
         toml::from_str::<NeighbourConfig>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_of_one_second_then_the_rate() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut bucket = Bucket::full(5.0, t0);
+        let burst = (0..10).filter(|_| bucket.take(5.0, t0)).count();
+        assert_eq!(burst, 5);
+        // One token every 200 ms after that, never more than the burst saved up.
+        assert!(!bucket.take(5.0, at(150)));
+        assert!(bucket.take(5.0, at(210)));
+        assert!(!bucket.take(5.0, at(300)));
+        let later = (0..10).filter(|_| bucket.take(5.0, at(60_000))).count();
+        assert_eq!(later, 5);
+        // A rate below one per second still lets one envelope through, then waits.
+        let mut slow = Bucket::full(0.5, t0);
+        assert!(slow.take(0.5, t0));
+        assert!(!slow.take(0.5, at(1_000)));
+        assert!(slow.take(0.5, at(2_100)));
+        // A clock read out of order (an earlier `now`) neither refills nor panics.
+        assert!(!slow.take(0.5, t0));
     }
 
     #[test]
