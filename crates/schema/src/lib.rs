@@ -82,6 +82,7 @@ mod convert;
 mod envelope;
 mod error;
 mod meter;
+pub mod neighbour;
 mod record;
 mod replay;
 
