@@ -75,6 +75,10 @@ pub struct Args {
     /// `sqlite`, or `postgres://USER@HOST[:PORT]/DBNAME` (a fresh schema, dropped after the run).
     #[arg(long, value_name = "sqlite|URL", default_value = "sqlite")]
     pub store: String,
+    /// Under a steady stream, recompute the dirty rollups at most this often, seconds (the
+    /// server's `IngestConfig::rollup_every`; default: the server's default).
+    #[arg(long = "rollup-every-s", value_name = "S")]
+    pub rollup_every_s: Option<f64>,
 }
 
 /// The store a run writes into.
@@ -167,6 +171,11 @@ pub fn run(args: &Args) -> Outcome {
             schema::MAX_RECORDS_PER_BATCH
         ))
         .bad_input();
+    }
+    if let Some(s) = args.rollup_every_s
+        && !(s.is_finite() && s > 0.0 && s <= 3_600.0)
+    {
+        return Err(anyhow!("--rollup-every-s must be in (0, 3600]")).bad_input();
     }
     let store = parse_store(&args.store).bad_input()?;
     if matches!(store, StoreChoice::Postgres(_)) && args.data_dir.is_some() {
@@ -352,11 +361,11 @@ async fn run_async(
             .map(|(i, m)| (m, i))
             .collect(),
     );
-    let ingest = Arc::new(Ingest::start(
-        store.clone(),
-        Arc::new(keys),
-        IngestConfig::default(),
-    ));
+    let mut ingest_config = IngestConfig::default();
+    if let Some(s) = args.rollup_every_s {
+        ingest_config.rollup_every = Duration::from_secs_f64(s);
+    }
+    let ingest = Arc::new(Ingest::start(store.clone(), Arc::new(keys), ingest_config));
 
     // Precomputed sealed envelopes (sealing is the meter's work, not the measurement's).
     eprintln!(
