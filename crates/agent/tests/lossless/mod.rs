@@ -43,6 +43,36 @@ fn event_codes(records: &[(u64, Record)]) -> Vec<String> {
         .collect()
 }
 
+/// Waits until ingest holds every record the stopped agent made (seqs `0..next_seq` of its
+/// status); on timeout the panic says which seqs are missing, what the agent's final status
+/// says about its outbox, and the agent's log, so a failure tells a lost record from a slow
+/// delivery.
+fn wait_all_stored(ingest: &Ingest, setup: &Setup, agent: &AgentProcess, timeout: Duration) {
+    let st = status(setup).expect("final status");
+    let meter = setup.meter.to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let have: std::collections::BTreeSet<u64> = records_of(ingest, &meter)
+            .iter()
+            .map(|(_, r)| r.seq)
+            .collect();
+        let missing: Vec<u64> = (0..st.next_seq).filter(|q| !have.contains(q)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "after {timeout:?} ingest lacks seqs {missing:?} of 0..{} (outbox at stop: {} records, uplink {:?}); agent log:\n{}",
+                st.next_seq,
+                st.outbox_records,
+                st.uplink,
+                agent.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Every seq of one boot from 0 to the agent's next seq, exactly once, counters monotonic.
 fn assert_complete(setup: &Setup, records: &[(u64, Record)]) {
     let st = status(setup).expect("final status");
@@ -85,12 +115,7 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
         readings(&records_of(&ingest, "m-kill")).len() >= before.len() + 5
     });
     second.terminate();
-    let st = status(&s).unwrap();
-    wait_for(
-        "ingest to store everything",
-        Duration::from_secs(10),
-        || records_of(&ingest, "m-kill").len() as u64 >= st.next_seq,
-    );
+    wait_all_stored(&ingest, &s, &second, Duration::from_secs(10));
     let records = records_of(&ingest, "m-kill");
     assert_complete(&s, &records);
     let starts = event_codes(&records)
@@ -149,12 +174,7 @@ fn broker_outage_backfills_everything_in_order_with_original_timestamps() {
         status(&s).is_some_and(|st| st.outbox_records <= 2)
     });
     agent.terminate();
-    let st = status(&s).unwrap();
-    wait_for(
-        "ingest to store everything",
-        Duration::from_secs(20),
-        || records_of(&ingest, "m-outage").len() as u64 >= st.next_seq,
-    );
+    wait_all_stored(&ingest, &s, &agent, Duration::from_secs(20));
     let records = records_of(&ingest, "m-outage");
     assert_complete(&s, &records);
     // In order: first deliveries arrive in seq order.

@@ -60,7 +60,16 @@ impl Ingest {
             .iter()
             .map(|(m, k)| (m.to_string(), k.clone()))
             .collect();
-        let (s, st, c) = (stored.clone(), stop.clone(), client.clone());
+        // SUBACKs received: `start` returns only once the broker has granted the subscriptions,
+        // or the broker would accept (and PUBACK) a meter's first envelopes with nobody
+        // subscribed and drop them — a lost record the agent could not know about.
+        let subacks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, st, c, sub) = (
+            stored.clone(),
+            stop.clone(),
+            client.clone(),
+            subacks.clone(),
+        );
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -136,18 +145,27 @@ impl Ingest {
                                 }
                             }
                         }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            sub.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                         Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                     }
                 }
             });
         });
-        Ingest {
+        let ingest = Ingest {
             stored,
             client,
             stop,
             thread: Some(thread),
-        }
+        };
+        super::wait_for(
+            "ingest's three subscriptions",
+            Duration::from_secs(30),
+            || subacks.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        );
+        ingest
     }
 
     /// Seals `commands` for `meter` and publishes them on its `down`.
