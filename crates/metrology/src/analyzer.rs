@@ -410,33 +410,47 @@ impl Analyzer {
         let layout = self.config.layout;
         let cal = self.config.calibration;
         let at = self.len;
-        // Bit 63 of `exponent + 1` (exponent field only) is set exactly when the exponent is all
-        // ones, i.e. for NaN and ±∞. OR-ing it over the samples is an integer reduction, which
-        // the compiler vectorises with the copy (a float sum may not be reordered).
-        const EXPONENT: u64 = 0x7ff0_0000_0000_0000;
-        const EXPONENT_ONE: u64 = 0x0010_0000_0000_0000;
-        let flag = |x: f64| (x.to_bits() & EXPONENT).wrapping_add(EXPONENT_ONE);
-        let mut seen = 0u64;
-        for ch in 0..self.channels {
-            let (gain, offset) = channel_calibration(layout, &cal, ch);
-            let dst = &mut self.buf[ch][at..at + take];
-            match source {
-                Source::Split(v, i) => {
-                    let src = &(if ch == 0 { v } else { i })[from..from + take];
-                    for (d, &x) in dst.iter_mut().zip(src) {
+        // (gain, offset) per channel; entries past the layout's channels are not used.
+        let gains: [(f64, f64); 7] =
+            core::array::from_fn(|ch| channel_calibration(layout, &cal, ch.min(self.channels - 1)));
+        let seen = match source {
+            Source::Split(v, i) => {
+                let mut seen = 0;
+                for (ch, src) in [v, i].into_iter().enumerate() {
+                    let (gain, offset) = gains[ch];
+                    let dst = &mut self.buf[ch][at..at + take];
+                    for (d, &x) in dst.iter_mut().zip(&src[from..from + take]) {
                         *d = gain * (x - offset);
-                        seen |= flag(x);
+                        seen |= exponent_flag(x);
                     }
                 }
-                Source::Interleaved(frames, width) => {
-                    let src = &frames[from * width..(from + take) * width];
-                    for (d, frame) in dst.iter_mut().zip(src.chunks_exact(width)) {
-                        *d = gain * (frame[ch] - offset);
-                        seen |= flag(frame[ch]);
+                seen
+            }
+            Source::Interleaved(frames, width) => {
+                let src = &frames[from * width..(from + take) * width];
+                let bufs = &mut self.buf[..];
+                // One pass over the frames for the layouts' widths (a pass per channel read the
+                // interleaved input six times over).
+                if let Ok(bufs) = <&mut [Vec<f64>; 6]>::try_from(&mut *bufs) {
+                    calibrate_frames(bufs, at, src, &first(&gains))
+                } else if let Ok(bufs) = <&mut [Vec<f64>; 7]>::try_from(&mut *bufs) {
+                    calibrate_frames(bufs, at, src, &gains)
+                } else if let Ok(bufs) = <&mut [Vec<f64>; 2]>::try_from(&mut *bufs) {
+                    calibrate_frames(bufs, at, src, &first(&gains))
+                } else {
+                    let mut seen = 0;
+                    for (ch, buf) in bufs.iter_mut().enumerate() {
+                        let (gain, offset) = gains[ch];
+                        let dst = &mut buf[at..at + take];
+                        for (d, frame) in dst.iter_mut().zip(src.chunks_exact(width)) {
+                            *d = gain * (frame[ch] - offset);
+                            seen |= exponent_flag(frame[ch]);
+                        }
                     }
+                    seen
                 }
             }
-        }
+        };
         if seen >> 63 != 0 {
             let error = match source {
                 Source::Split(v, i) => self
@@ -638,6 +652,43 @@ impl Source<'_> {
             }
         }
     }
+}
+
+/// Bit 63 of the result is set exactly when `x` is NaN or ±∞: the exponent field plus one
+/// carries out of it only when the field is all ones. OR-ing it over samples is an integer
+/// reduction, which the compiler vectorises with the copy beside it (a float sum may not be
+/// reordered).
+#[inline(always)]
+fn exponent_flag(x: f64) -> u64 {
+    const EXPONENT: u64 = 0x7ff0_0000_0000_0000;
+    const EXPONENT_ONE: u64 = 0x0010_0000_0000_0000;
+    (x.to_bits() & EXPONENT).wrapping_add(EXPONENT_ONE)
+}
+
+/// Calibrates interleaved frames of `W` channels into the channel buffers from index `at`, in
+/// one pass over the frames; returns the OR of the samples' [`exponent_flag`]s.
+fn calibrate_frames<const W: usize>(
+    bufs: &mut [Vec<f64>; W],
+    at: usize,
+    frames: &[f64],
+    gains: &[(f64, f64); W],
+) -> u64 {
+    let (frames, _) = frames.as_chunks::<W>();
+    let outs = bufs.each_mut().map(|b| &mut b[at..at + frames.len()]);
+    let mut seen = 0;
+    for (n, frame) in frames.iter().enumerate() {
+        for ch in 0..W {
+            let (gain, offset) = gains[ch];
+            outs[ch][n] = gain * (frame[ch] - offset);
+            seen |= exponent_flag(frame[ch]);
+        }
+    }
+    seen
+}
+
+/// The first `N` entries of a channel table.
+fn first<const N: usize>(table: &[(f64, f64); 7]) -> [(f64, f64); N] {
+    core::array::from_fn(|k| table[k])
 }
 
 /// (gain, offset) of a channel in frame order.

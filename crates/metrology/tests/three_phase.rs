@@ -1,7 +1,7 @@
 //! Three-phase four-wire: per-phase values, IEEE 1459 effective totals, neutral current and
 //! unbalance against closed forms computed from the tones' phasors.
 
-use metrology::{Analyzer, AnalyzerConfig, NominalFrequency, WindowReport};
+use metrology::{Analyzer, AnalyzerConfig, ChannelCalibration, NominalFrequency, WindowReport};
 
 use crate::signals::{Signal, Tone, Truth, assert_meets_bar};
 
@@ -213,6 +213,58 @@ fn balanced_three_phase_has_no_unbalance_and_no_neutral_current() {
             w.total.s_va
         );
         assert!((w.total.pf - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn every_channel_of_interleaved_frames_gets_its_own_calibration() {
+    // Raw frames = true / gain + offset with a different gain and offset per channel, then the
+    // channel's calibration must give the same windows as the true frames uncalibrated. Pins
+    // the channel order of the one-pass copy of interleaved frames (6 and 7 channels).
+    let fs = 8000.0;
+    let phases = phase_signals(fs, 50.0);
+    for neutral in [false, true] {
+        let width = if neutral { 7 } else { 6 };
+        let truth = interleave(&phases, 1.0, neutral);
+        let channel = |ch: usize| ChannelCalibration {
+            gain: 0.5 + 0.25 * ch as f64,
+            offset: 3.0 - ch as f64,
+        };
+        let raw: Vec<f64> = truth
+            .iter()
+            .enumerate()
+            .map(|(k, x)| {
+                let c = channel(k % width);
+                x / c.gain + c.offset
+            })
+            .collect();
+        let plain = AnalyzerConfig::three_phase(fs, NominalFrequency::Hz50, neutral);
+        let mut calibrated = plain;
+        for p in 0..3 {
+            calibrated.calibration.phases[p].voltage = channel(p);
+            calibrated.calibration.phases[p].current = channel(3 + p);
+        }
+        calibrated.calibration.neutral = channel(6);
+        let windows = |config: AnalyzerConfig, frames: &[f64]| {
+            let mut analyzer = Analyzer::new(config).unwrap();
+            let mut out = Vec::new();
+            analyzer.push_frames(frames, |w| out.push(*w)).unwrap();
+            out
+        };
+        let (expected, got) = (windows(plain, &truth), windows(calibrated, &raw));
+        assert!(expected.len() >= 3 && expected.len() == got.len());
+        for (e, g) in expected.iter().zip(&got) {
+            for (pe, pg) in e.phases.iter().zip(g.phases.iter()) {
+                assert!((pe.v_rms - pg.v_rms).abs() < 1e-6 * pe.v_rms, "{neutral}");
+                assert!((pe.i_rms - pg.i_rms).abs() < 1e-6 * pe.i_rms, "{neutral}");
+                assert!((pe.p_w - pg.p_w).abs() < 1e-6 * pe.s_va, "{neutral}");
+            }
+            let (ne, ng) = (e.i_n_rms.unwrap(), g.i_n_rms.unwrap());
+            assert!(
+                (ne - ng).abs() < 1e-6 * (1.0 + ne),
+                "{neutral}: {ne} vs {ng}"
+            );
+        }
     }
 }
 
