@@ -580,6 +580,10 @@ pub trait Store: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<StoredEvent>, Error>;
+    /// The newest event of `meter` with `code`, however old (the relay state a meter last
+    /// reported may be months old).
+    async fn latest_event(&self, meter: &MeterId, code: &str)
+    -> Result<Option<StoredEvent>, Error>;
     /// Records of kinds this build does not know, stored raw: `(meter, boot, seq, kind, cbor)`.
     async fn unknown_records(
         &self,

@@ -997,20 +997,27 @@ impl Store for PgStore {
             .await
             .map_err(db("querying events"))?
             .iter()
-            .map(|r| StoredEvent {
-                meter: meter.clone(),
-                boot_id: from_db(r.get(0)),
-                seq: from_db(r.get(1)),
-                t_ms: r.get(2),
-                event: schema::Event {
-                    class: crate::event_class_parse(r.get(3)),
-                    code: r.get(4),
-                    active: r.get(5),
-                    value: r.get(6),
-                    detail: r.get(7),
-                },
-            })
+            .map(|r| event_row(meter, r))
             .collect())
+    }
+
+    async fn latest_event(
+        &self,
+        meter: &MeterId,
+        code: &str,
+    ) -> Result<Option<StoredEvent>, Error> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT boot_id, seq, ts_ms, class, code, active, value, detail FROM events
+                 WHERE meter_id = $1 AND code = $2 ORDER BY ts_ms DESC, boot_id DESC, seq DESC
+                 LIMIT 1",
+                &[&meter.as_str(), &code],
+            )
+            .await
+            .map_err(db("querying the latest event"))?
+            .map(|r| event_row(meter, &r)))
     }
 
     async fn unknown_records(
@@ -1586,4 +1593,21 @@ async fn apply_ack<C: GenericClient>(
         transition(tx, id, status, &format!("meter:{meter}"), &note, at_ms).await?;
     }
     Ok(())
+}
+
+/// An event from `SELECT boot_id, seq, ts_ms, class, code, active, value, detail`.
+fn event_row(meter: &MeterId, r: &tokio_postgres::Row) -> StoredEvent {
+    StoredEvent {
+        meter: meter.clone(),
+        boot_id: from_db(r.get(0)),
+        seq: from_db(r.get(1)),
+        t_ms: r.get(2),
+        event: schema::Event {
+            class: crate::event_class_parse(r.get(3)),
+            code: r.get(4),
+            active: r.get(5),
+            value: r.get(6),
+            detail: r.get(7),
+        },
+    }
 }

@@ -1005,22 +1005,33 @@ impl Store for SqliteStore {
                 .map_err(db("querying events"))?;
             let rows = stmt
                 .query_map(params![meter_id.as_str(), from_ms, to_ms], |r| {
-                    Ok(StoredEvent {
-                        meter: meter_id.clone(),
-                        boot_id: from_db(r.get(0)?),
-                        seq: from_db(r.get(1)?),
-                        t_ms: r.get(2)?,
-                        event: schema::Event {
-                            class: crate::event_class_parse(&r.get::<_, String>(3)?),
-                            code: r.get(4)?,
-                            active: r.get(5)?,
-                            value: r.get(6)?,
-                            detail: r.get(7)?,
-                        },
-                    })
+                    event_row(&meter_id, r)
                 })
                 .map_err(db("querying events"))?;
             rows.map(|r| r.map_err(db("querying events"))).collect()
+        })
+        .await
+    }
+
+    async fn latest_event(
+        &self,
+        meter: &MeterId,
+        code: &str,
+    ) -> Result<Option<StoredEvent>, Error> {
+        let (meter_id, code) = (meter.clone(), code.to_owned());
+        self.run(false, move |c| {
+            c.prepare_cached(
+                "SELECT boot_id, seq, ts_ms, class, code, active, value, detail FROM events
+                 WHERE meter_id = ?1 AND code = ?2 ORDER BY ts_ms DESC, boot_id DESC, seq DESC
+                 LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![meter_id.as_str(), code], |r| {
+                    event_row(&meter_id, r)
+                })
+                .optional()
+            })
+            .map_err(db("querying the latest event"))
         })
         .await
     }
@@ -1396,4 +1407,21 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// An event from `SELECT boot_id, seq, ts_ms, class, code, active, value, detail`.
+fn event_row(meter: &MeterId, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        meter: meter.clone(),
+        boot_id: from_db(r.get(0)?),
+        seq: from_db(r.get(1)?),
+        t_ms: r.get(2)?,
+        event: schema::Event {
+            class: crate::event_class_parse(&r.get::<_, String>(3)?),
+            code: r.get(4)?,
+            active: r.get(5)?,
+            value: r.get(6)?,
+            detail: r.get(7)?,
+        },
+    })
 }

@@ -446,6 +446,60 @@ async fn events_acks_heartbeats_and_unknown_kinds(store: &dyn Store) {
     let events = store.events(&m, t, t + 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event, event);
+
+    // The newest event of a code, however old: a relay change 40 days back, then a newer one
+    // in a later boot, then other events after both.
+    let relay = |to: &str| Event {
+        class: EventClass::Relay,
+        code: "relay_state_changed".into(),
+        active: None,
+        value: None,
+        detail: Some(format!(r#"{{"to":"{to}"}}"#)),
+    };
+    let day = 86_400_000;
+    write(
+        store,
+        vec![
+            batch(
+                &m,
+                3,
+                vec![rec(5, t - 40 * day, Body::Event(relay("disconnected")))],
+            ),
+            batch(
+                &m,
+                4,
+                vec![
+                    rec(0, t - 39 * day, Body::Event(relay("connected"))),
+                    rec(1, t - 38 * day, Body::Event(event.clone())),
+                ],
+            ),
+        ],
+    )
+    .await;
+    let latest = store.latest_event(&m, "relay_state_changed").await.unwrap();
+    let latest = latest.expect("a relay event");
+    assert_eq!(
+        (latest.boot_id, latest.seq, latest.t_ms),
+        (4, 0, t - 39 * day)
+    );
+    assert_eq!(latest.event, relay("connected"));
+    let cover = store.latest_event(&m, "cover_open").await.unwrap().unwrap();
+    assert_eq!((cover.boot_id, cover.seq, cover.t_ms), (3, 1, t));
+    assert!(
+        store
+            .latest_event(&m, "no_such_code")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let other = add_meter(store, "events-2", "UTC").await;
+    assert!(
+        store
+            .latest_event(&other, "cover_open")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let unknown = store.unknown_records(&m).await.unwrap();
     assert_eq!(
         unknown,

@@ -62,7 +62,8 @@ pub(crate) struct FleetQuery {
 
 /// The relay state as the meter last reported it — a `relay_state_changed` event, which also
 /// covers a local limiter trip and a manual reconnection — or, when newer (the event still on its
-/// way), as the last succeeded relay command left it.
+/// way), as the last succeeded relay command left it. The pages pass the meter's newest such
+/// event however old it is (`Store::latest_event`), not a recent window.
 fn relay_state(commands: &[StoredCommand], events: &[StoredEvent]) -> String {
     let reported = events
         .iter()
@@ -179,9 +180,9 @@ async fn fleet_page(
             continue;
         }
         let commands = state.store.commands(&m.id, None).await?;
-        let events = state
+        let relay = state
             .store
-            .events(&m.id, now - 30 * 86_400_000, now + 86_400_000)
+            .latest_event(&m.id, "relay_state_changed")
             .await?;
         rows.push(FleetRow {
             customer: m.customer.clone().unwrap_or_default(),
@@ -193,7 +194,7 @@ async fn fleet_page(
                 (true, Some(t)) => local_time(t, &m.time_zone),
                 (true, None) => String::new(),
             },
-            relay: relay_state(&commands, &events),
+            relay: relay_state(&commands, relay.as_slice()),
             alarms: open_alarms.get(&id).copied().unwrap_or(0),
             p_w: num(p, 0),
             id,
@@ -331,6 +332,10 @@ async fn meter_view(caller: &Caller, state: &AppState, id: &str) -> Result<Respo
         .events(&meter.id, now - 30 * 86_400_000, now + 86_400_000)
         .await?;
     let commands = state.store.commands(&meter.id, None).await?;
+    let relay = state
+        .store
+        .latest_event(&meter.id, "relay_state_changed")
+        .await?;
     let frame = Frame::new(format!("Meter {}", meter.id.as_str()), caller);
     Ok(render(&MeterPage {
         hx_headers: frame.csrf_headers(),
@@ -355,7 +360,7 @@ async fn meter_view(caller: &Caller, state: &AppState, id: &str) -> Result<Respo
             .last_seen_ms
             .map(|t| local_time(t, &tz))
             .unwrap_or_else(|| "never".into()),
-        relay: relay_state(&commands, &events),
+        relay: relay_state(&commands, relay.as_slice()),
         events: events
             .iter()
             .rev()
