@@ -17,20 +17,17 @@
 
 use core::f64::consts::PI;
 
-#[derive(Clone, Copy, Default)]
-struct Biquad {
+/// Coefficients of the RBJ band-pass biquad (0 dB peak): b1 = 0, and both stages share them.
+#[derive(Clone, Copy)]
+struct BandPass {
     b0: f64,
     b2: f64,
     a1: f64,
     a2: f64,
-    x1: f64,
-    x2: f64,
-    y1: f64,
-    y2: f64,
 }
 
-impl Biquad {
-    fn band_pass(f0_hz: f64, q: f64, fs_hz: f64) -> Self {
+impl BandPass {
+    fn new(f0_hz: f64, q: f64, fs_hz: f64) -> Self {
         let w0 = 2.0 * PI * f0_hz / fs_hz;
         let alpha = libm::sin(w0) / (2.0 * q);
         let a0 = 1.0 + alpha;
@@ -39,24 +36,19 @@ impl Biquad {
             b2: -alpha / a0,
             a1: -2.0 * libm::cos(w0) / a0,
             a2: (1.0 - alpha) / a0,
-            ..Self::default()
         }
     }
 
+    /// y[n] from x[n], x[n−2], y[n−1], y[n−2]. The previous output y1 enters last, so the
+    /// recurrence that limits the filter's speed is one multiply and one subtraction long.
     #[inline(always)]
-    fn step(&mut self, x: f64) -> f64 {
-        // b1 = 0 for this band-pass. The previous output y1 enters last, so the recurrence that
-        // limits the filter's speed is one multiply and one subtraction long.
-        let y = (self.b0 * x + self.b2 * self.x2 - self.a2 * self.y2) - self.a1 * self.y1;
-        self.x2 = self.x1;
-        self.x1 = x;
-        self.y2 = self.y1;
-        self.y1 = y;
-        y
+    fn output(&self, x: f64, x2: f64, y1: f64, y2: f64) -> f64 {
+        (self.b0 * x + self.b2 * x2 - self.a2 * y2) - self.a1 * y1
     }
 }
 
 pub(crate) struct Tracker {
+    filter: BandPass,
     state: FilterState,
     /// Input samples per filtered sample, and the block being summed.
     decim: usize,
@@ -71,10 +63,17 @@ pub(crate) struct Tracker {
 /// What changes with every filtered sample. [`Tracker::process`] copies it into a local for the
 /// loop and back afterwards: kept in the tracker, every field went through memory on each step,
 /// and the store-to-load latency sat on the filters' recurrence.
+///
+/// Each value is held once: the first stage's outputs are the second stage's inputs, and the
+/// second stage's last outputs are the newest entries of `hist`. Fewer live values keep the
+/// whole state in registers.
 #[derive(Clone, Copy)]
 struct FilterState {
-    stages: [Biquad; 2],
-    /// The last four filtered samples, oldest first.
+    /// The last two block means (the first stage's inputs), newest first.
+    input: [f64; 2],
+    /// The first stage's last two outputs, newest first.
+    mid: [f64; 2],
+    /// The last four filtered samples (second-stage outputs), oldest first.
     hist: [f64; 4],
     /// Filtered (decimated) samples so far; `hist[3]` is number `index - 1`.
     index: u64,
@@ -90,8 +89,10 @@ impl Tracker {
         let rate = fs_hz / decim as f64;
         let period = rate / nominal_hz;
         Self {
+            filter: BandPass::new(nominal_hz, 1.0, rate),
             state: FilterState {
-                stages: [Biquad::band_pass(nominal_hz, 1.0, rate); 2],
+                input: [0.0; 2],
+                mid: [0.0; 2],
                 hist: [0.0; 4],
                 index: 0,
                 amp: 0.0,
@@ -148,8 +149,11 @@ impl Tracker {
 
     #[inline(always)]
     fn step(&self, st: &mut FilterState, x: f64, on_crossing: &mut impl FnMut(f64)) {
-        let first = st.stages[0].step(x);
-        let y = st.stages[1].step(first);
+        let f = &self.filter;
+        let first = f.output(x, st.input[1], st.mid[0], st.mid[1]);
+        let y = f.output(first, st.mid[1], st.hist[3], st.hist[2]);
+        st.input = [x, st.input[0]];
+        st.mid = [first, st.mid[0]];
         st.hist = [st.hist[1], st.hist[2], st.hist[3], y];
         st.index += 1;
         let a = y.abs();
