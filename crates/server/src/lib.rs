@@ -70,7 +70,7 @@ pub use store::{
     AuditEntry, BatchOutcome, BatchWrite, CommandStatus, CounterPoint, Customer, Database,
     DirtyRange, Gap, MAX_POINTS, Meter, MeterStatus, Neighbours, NewCommand, NewQuarantine,
     PgConfig, PgStore, QuarantineEntry, Resolution, RetentionReport, Rollup, RollupInputs,
-    RollupLevel, RollupUpdate, Series, SqliteStore, Store, StoredCommand, StoredEvent,
+    RollupLevel, RollupUpdate, SeqRun, Series, SqliteStore, Store, StoredCommand, StoredEvent,
     StoredReading, WriteOutcome, WriteSet, readings_auto,
 };
 

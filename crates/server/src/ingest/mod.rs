@@ -28,7 +28,10 @@ use schema::{
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::store::{BatchWrite, CounterPoint, Meter, MeterStatus, NewQuarantine, Store, WriteSet};
+use crate::store::{
+    BatchWrite, CounterPoint, Meter, MeterStatus, Neighbours, NewQuarantine, SeqRun, Store,
+    WriteSet,
+};
 use crate::{Error, ErrorKind, rollup};
 use validate::Bounds;
 
@@ -390,6 +393,36 @@ struct Prepared {
     /// Seqs the replay window already knew as committed.
     window_duplicates: u64,
     quarantine: Vec<NewQuarantine>,
+    /// Records verified and validated one by one, waiting for the monotonic check against
+    /// their stored neighbours (looked up once for the whole group).
+    unchecked: Option<Unchecked>,
+}
+
+/// A delivery's records before the monotonic check.
+struct Unchecked {
+    topic: String,
+    owner: MeterId,
+    relayer: Option<MeterId>,
+    boot_id: u64,
+    records: Vec<Record>,
+}
+
+impl Unchecked {
+    /// The run of reading seqs whose stored neighbours the check needs, if any reading.
+    fn run(&self) -> Option<SeqRun> {
+        let mut seqs = self.records.iter().filter_map(|r| match &r.body {
+            Body::Reading(_) => Some(r.seq),
+            _ => None,
+        });
+        let first = seqs.next()?;
+        let last = seqs.next_back().unwrap_or(first);
+        Some(SeqRun {
+            meter: self.owner.clone(),
+            boot_id: self.boot_id,
+            first_seq: first,
+            last_seq: last,
+        })
+    }
 }
 
 impl Prepared {
@@ -489,10 +522,7 @@ impl Worker {
         // Readings of this group not yet written, per (meter, boot), for the monotonic check.
         let mut pending: HashMap<(MeterId, u64), Vec<CounterPoint>> = HashMap::new();
         for d in group {
-            match self
-                .prepare(d.topic, d.payload, received_ms, &mut pending)
-                .await
-            {
+            match self.prepare(d.topic, d.payload, received_ms).await {
                 Ok(mut p) => {
                     p.ack = d.ack;
                     prepared.push(p);
@@ -503,6 +533,45 @@ impl Worker {
                     tracing::error!(error = %e, "ingest could not verify a delivery; not acknowledged");
                     self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+        // Monotonic counters: one neighbour lookup for the whole group, then each delivery in
+        // order against its stored neighbours and the readings of earlier deliveries.
+        let runs: Vec<SeqRun> = prepared
+            .iter()
+            .filter_map(|p| p.unchecked.as_ref()?.run())
+            .collect();
+        let found = if runs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.neighbours_of_runs(&runs).await
+        };
+        match found {
+            Ok(found) => {
+                let mut found = found.into_iter();
+                for p in &mut prepared {
+                    if let Some(u) = p.unchecked.take() {
+                        let n = match u.run() {
+                            Some(_) => found.next().unwrap_or_default(),
+                            None => Neighbours::default(),
+                        };
+                        self.check_and_finish(p, u, n, received_ms, &mut pending);
+                    }
+                }
+            }
+            Err(e) => {
+                // The store could not be read: leave those deliveries unacknowledged.
+                let before = prepared.len();
+                let mut k = 0;
+                received.retain(|_| {
+                    k += 1;
+                    prepared[k - 1].unchecked.is_none()
+                });
+                prepared.retain(|p| p.unchecked.is_none());
+                tracing::error!(error = %e, deliveries = before - prepared.len(), "ingest could not read the stored neighbours; not acknowledged");
+                self.stats
+                    .write_failures
+                    .fetch_add((before - prepared.len()) as u64, Ordering::Relaxed);
             }
         }
         let mut set = WriteSet::default();
@@ -612,13 +681,13 @@ impl Worker {
         topic: String,
         payload: Vec<u8>,
         received_ms: i64,
-        pending: &mut HashMap<(MeterId, u64), Vec<CounterPoint>>,
     ) -> Result<Prepared, Error> {
         let mut out = Prepared {
             ack: Box::new(NoAck),
             batch: None,
             window_duplicates: 0,
             quarantine: Vec::new(),
+            unchecked: None,
         };
         let Some(parsed) = parse_topic(&topic) else {
             let shown: String = topic.chars().take(120).collect();
@@ -804,7 +873,33 @@ impl Worker {
                 Err(why) => refuse_record(&mut out, &topic, &owner, boot_id, &r, why, received_ms),
             }
         }
-        // Monotonic counters within the boot, against stored and pending neighbours.
+        out.unchecked = Some(Unchecked {
+            topic,
+            owner,
+            relayer,
+            boot_id,
+            records,
+        });
+        Ok(out)
+    }
+
+    /// Checks the counters of `u`'s readings against their stored neighbours `n` and the
+    /// readings of earlier deliveries of the group (`pending`), and makes `out`'s batch.
+    fn check_and_finish(
+        &mut self,
+        out: &mut Prepared,
+        u: Unchecked,
+        mut n: Neighbours,
+        received_ms: i64,
+        pending: &mut HashMap<(MeterId, u64), Vec<CounterPoint>>,
+    ) {
+        let Unchecked {
+            topic,
+            owner,
+            relayer,
+            boot_id,
+            mut records,
+        } = u;
         let readings: Vec<(usize, u64, schema::EnergyCounters)> = records
             .iter()
             .enumerate()
@@ -814,10 +909,6 @@ impl Worker {
             })
             .collect();
         if let (Some(first), Some(last)) = (readings.first(), readings.last()) {
-            let mut n = self
-                .store
-                .neighbours(&owner, boot_id, first.1, last.1)
-                .await?;
             for p in pending.get(&(owner.clone(), boot_id)).into_iter().flatten() {
                 if p.seq < first.1 && n.before.is_none_or(|b| b.seq < p.seq) {
                     n.before = Some(*p);
@@ -832,15 +923,7 @@ impl Worker {
             let mut refused_at = vec![false; records.len()];
             for (k, why) in refused {
                 let i = readings[k].0;
-                refuse_record(
-                    &mut out,
-                    &topic,
-                    &owner,
-                    boot_id,
-                    &records[i],
-                    why,
-                    received_ms,
-                );
+                refuse_record(out, &topic, &owner, boot_id, &records[i], why, received_ms);
                 refused_at[i] = true;
             }
             let mut i = 0;
@@ -885,7 +968,6 @@ impl Worker {
                 source: topic,
             });
         }
-        Ok(out)
     }
 }
 

@@ -456,6 +456,19 @@ pub struct Neighbours {
     pub after: Option<CounterPoint>,
 }
 
+/// A run of seqs of one boot whose stored [`Neighbours`] are wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqRun {
+    /// The meter.
+    pub meter: MeterId,
+    /// The boot.
+    pub boot_id: u64,
+    /// Lowest seq of the run.
+    pub first_seq: u64,
+    /// Highest seq of the run.
+    pub last_seq: u64,
+}
+
 /// Readings a rollup refresh needs: those in the range plus, per boot, the reading just
 /// before the range (the baseline for the first difference).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -556,6 +569,20 @@ pub trait Store: Send + Sync {
         first_seq: u64,
         last_seq: u64,
     ) -> Result<Neighbours, Error>;
+
+    /// [`neighbours`](Self::neighbours) of every run, in order. Ingest asks once per group of
+    /// deliveries, so a backend answers them together (one blocking call on SQLite, pipelined
+    /// queries on PostgreSQL) instead of one wait per delivery on the writer's path.
+    async fn neighbours_of_runs(&self, runs: &[SeqRun]) -> Result<Vec<Neighbours>, Error> {
+        let mut out = Vec::with_capacity(runs.len());
+        for r in runs {
+            out.push(
+                self.neighbours(&r.meter, r.boot_id, r.first_seq, r.last_seq)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
 
     /// Stores batches and quarantine entries in one transaction. Idempotent on
     /// `(meter, boot_id, seq)`; records the dirty rollup ranges in the same transaction.

@@ -811,11 +811,19 @@ impl Store for PgStore {
         first_seq: u64,
         last_seq: u64,
     ) -> Result<Neighbours, Error> {
+        let run = SeqRun {
+            meter: meter.clone(),
+            boot_id,
+            first_seq,
+            last_seq,
+        };
+        let mut found = self.neighbours_of_runs(std::slice::from_ref(&run)).await?;
+        Ok(found.pop().unwrap_or_default())
+    }
+
+    async fn neighbours_of_runs(&self, runs: &[SeqRun]) -> Result<Vec<Neighbours>, Error> {
         let c = self.client().await?;
         let base = counter_point_select();
-        let (m, b) = (meter.as_str(), to_db(boot_id));
-        let (first, last) = (to_db(first_seq), to_db(last_seq));
-        // Ingest asks this for every delivery: cached statements, both queries pipelined.
         let (before_sql, after_sql) = futures_util::future::try_join(
             c.prepare_cached(&format!(
                 "{base} WHERE meter_id = $1 AND boot_id = $2 AND seq < $3 ORDER BY seq DESC LIMIT 1"
@@ -826,17 +834,23 @@ impl Store for PgStore {
         )
         .await
         .map_err(db("preparing the neighbour queries"))?;
-        let (before, after) = futures_util::future::try_join(
-            c.query_opt(&before_sql, &[&m, &b, &first]),
-            c.query_opt(&after_sql, &[&m, &b, &last]),
-        )
+        // Every query of every run pipelined on one connection: one wait for the group.
+        let (c, before_sql, after_sql) = (&c, &before_sql, &after_sql);
+        futures_util::future::try_join_all(runs.iter().map(|r| async move {
+            let (m, b) = (r.meter.as_str(), to_db(r.boot_id));
+            let (first, last) = (to_db(r.first_seq), to_db(r.last_seq));
+            let (before, after) = futures_util::future::try_join(
+                c.query_opt(before_sql, &[&m, &b, &first]),
+                c.query_opt(after_sql, &[&m, &b, &last]),
+            )
+            .await?;
+            Ok(Neighbours {
+                before: before.map(|r| counter_point(&r)),
+                after: after.map(|r| counter_point(&r)),
+            })
+        }))
         .await
-        .map_err(db("finding the neighbouring readings"))?;
-        let (before, after) = (
-            before.map(|r| counter_point(&r)),
-            after.map(|r| counter_point(&r)),
-        );
-        Ok(Neighbours { before, after })
+        .map_err(db("finding the neighbouring readings"))
     }
 
     async fn write(&self, set: &WriteSet) -> Result<WriteOutcome, Error> {

@@ -153,6 +153,31 @@ CREATE TABLE quarantine (
     ),
 ];
 
+/// The stored readings just below and just above `run`.
+fn neighbours_on(c: &Connection, run: &SeqRun) -> Result<Neighbours, Error> {
+    let base = counter_point_select();
+    let (meter, boot) = (run.meter.as_str(), to_db(run.boot_id));
+    let before = c
+        .prepare_cached(&format!(
+            "{base} WHERE meter_id = ?1 AND boot_id = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT 1"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![meter, boot, to_db(run.first_seq)], counter_point)
+                .optional()
+        })
+        .map_err(db("finding the previous reading"))?;
+    let after = c
+        .prepare_cached(&format!(
+            "{base} WHERE meter_id = ?1 AND boot_id = ?2 AND seq > ?3 ORDER BY seq LIMIT 1"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![meter, boot, to_db(run.last_seq)], counter_point)
+                .optional()
+        })
+        .map_err(db("finding the next reading"))?;
+    Ok(Neighbours { before, after })
+}
+
 pub(crate) fn db(doing: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| Error::database(BACKEND, doing, e)
 }
@@ -882,28 +907,19 @@ impl Store for SqliteStore {
         first_seq: u64,
         last_seq: u64,
     ) -> Result<Neighbours, Error> {
-        let meter = meter.to_string();
+        let run = SeqRun {
+            meter: meter.clone(),
+            boot_id,
+            first_seq,
+            last_seq,
+        };
+        self.run(false, move |c| neighbours_on(c, &run)).await
+    }
+
+    async fn neighbours_of_runs(&self, runs: &[SeqRun]) -> Result<Vec<Neighbours>, Error> {
+        let runs = runs.to_vec();
         self.run(false, move |c| {
-            let base = counter_point_select();
-            let before = c
-                .prepare_cached(&format!(
-                    "{base} WHERE meter_id = ?1 AND boot_id = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT 1"
-                ))
-                .and_then(|mut s| {
-                    s.query_row(params![meter, to_db(boot_id), to_db(first_seq)], counter_point)
-                        .optional()
-                })
-                .map_err(db("finding the previous reading"))?;
-            let after = c
-                .prepare_cached(&format!(
-                    "{base} WHERE meter_id = ?1 AND boot_id = ?2 AND seq > ?3 ORDER BY seq LIMIT 1"
-                ))
-                .and_then(|mut s| {
-                    s.query_row(params![meter, to_db(boot_id), to_db(last_seq)], counter_point)
-                        .optional()
-                })
-                .map_err(db("finding the next reading"))?;
-            Ok(Neighbours { before, after })
+            runs.iter().map(|r| neighbours_on(c, r)).collect()
         })
         .await
     }

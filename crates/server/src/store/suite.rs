@@ -140,6 +140,7 @@ store_suite!(
     customers_listed_and_commands_looked_up,
     piecewise_rollup_refreshes_equal_one_and_grown_ranges_stay_dirty,
     a_gap_filled_inside_a_range_being_refreshed_keeps_it_dirty,
+    neighbours_of_runs_answer_each_run_as_neighbours_does,
 );
 
 fn utc(s: &str) -> i64 {
@@ -1044,4 +1045,63 @@ async fn a_gap_filled_inside_a_range_being_refreshed_keeps_it_dirty(store: &dyn 
     // All three readings end in the bucket (the first refresh saw only two of them).
     assert_eq!(q[0].readings, 3);
     assert_eq!(total_import(&q), 30.0);
+}
+
+/// Ingest looks up the neighbours of a whole group at once: each answer must be what
+/// `neighbours` gives for that run alone, in order.
+async fn neighbours_of_runs_answer_each_run_as_neighbours_does(store: &dyn Store) {
+    let m = add_meter(store, "runs", "UTC").await;
+    let start = utc("2026-06-01T10:00:00Z");
+    let r = |k: u64| {
+        rec(
+            k,
+            start + k as i64 * 60_000,
+            Body::Reading(reading(100.0 + k as f64, 10.0)),
+        )
+    };
+    let seqs = [1u64, 2, 3, 4, 5, 10, 11, 12];
+    write(
+        store,
+        vec![batch(&m, 7, seqs.iter().map(|&k| r(k)).collect())],
+    )
+    .await;
+    let run = |meter: &MeterId, boot_id: u64, first_seq: u64, last_seq: u64| SeqRun {
+        meter: meter.clone(),
+        boot_id,
+        first_seq,
+        last_seq,
+    };
+    let runs = vec![
+        run(&m, 7, 6, 9),
+        run(&m, 7, 1, 1),
+        run(&m, 7, 13, 20),
+        run(&m, 8, 6, 9),
+        run(&id("no-such-meter"), 7, 6, 9),
+        run(&m, 7, 6, 9),
+    ];
+    let together = store.neighbours_of_runs(&runs).await.unwrap();
+    assert_eq!(together.len(), runs.len());
+    for (q, n) in runs.iter().zip(&together) {
+        let alone = store
+            .neighbours(&q.meter, q.boot_id, q.first_seq, q.last_seq)
+            .await
+            .unwrap();
+        assert_eq!(*n, alone, "{q:?}");
+    }
+    let seq = |p: Option<CounterPoint>| p.map(|p| p.seq);
+    assert_eq!(
+        (seq(together[0].before), seq(together[0].after)),
+        (Some(5), Some(10))
+    );
+    assert_eq!(
+        (seq(together[1].before), seq(together[1].after)),
+        (None, Some(2))
+    );
+    assert_eq!(
+        (seq(together[2].before), seq(together[2].after)),
+        (Some(12), None)
+    );
+    assert_eq!(together[3], Neighbours::default());
+    assert_eq!(together[4], Neighbours::default());
+    assert!(store.neighbours_of_runs(&[]).await.unwrap().is_empty());
 }
