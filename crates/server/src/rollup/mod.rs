@@ -215,8 +215,10 @@ pub async fn plan(
     Ok(levels)
 }
 
-/// Most meters whose rollups one transaction settles.
-const REFRESH_CHUNK: usize = 256;
+/// Most meters whose rollups one transaction settles. Small, because ingest refreshes beside
+/// its writer: on SQLite a refresh transaction holds the one write connection, so the ingest
+/// commits queued behind it wait for at most one chunk (an fsync per 16 meters is cheap).
+const REFRESH_CHUNK: usize = 16;
 
 /// Recomputes the rollups of every dirty range the store recorded (after a crash too) and
 /// clears them, a chunk of meters per transaction. Returns how many ranges were refreshed.
