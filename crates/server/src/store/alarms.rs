@@ -1646,71 +1646,6 @@ mod tests {
     //! with a message when unreachable, a failure under `CI=true`).
 
     use super::*;
-    use crate::store::PgConfig;
-
-    struct TestDb {
-        db: crate::Database,
-        cleanup: Option<Box<dyn FnOnce() + Send>>,
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            if let Some(f) = self.cleanup.take() {
-                f();
-            }
-        }
-    }
-
-    fn unique(prefix: &str) -> String {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        format!(
-            "{prefix}_{}_{}_{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-
-    async fn sqlite() -> TestDb {
-        let dir = std::env::temp_dir().join(unique("wattline-alarms"));
-        let store = SqliteStore::open(&dir).await.expect("open sqlite");
-        TestDb {
-            db: crate::Database::Sqlite(store),
-            cleanup: Some(Box::new(move || {
-                let _ = std::fs::remove_dir_all(&dir);
-            })),
-        }
-    }
-
-    async fn postgres() -> Option<TestDb> {
-        let schema = unique("wl_alarms");
-        let base = crate::store::suite::pg_base_config();
-        let config = PgConfig {
-            schema: Some(schema.clone()),
-            ..base.clone()
-        };
-        match PgStore::connect(&config).await {
-            Ok(store) => Some(TestDb {
-                db: crate::Database::Postgres(Arc::new(store)),
-                cleanup: Some(Box::new(move || drop_schema(base, schema))),
-            }),
-            Err(e)
-                if std::env::var("CI").as_deref() != Ok("true")
-                    && matches!(e.kind(), ErrorKind::Unavailable(_)) =>
-            {
-                eprintln!("skipping postgres test: {e} (set CI=true to make this a failure)");
-                None
-            }
-            Err(e) => panic!("postgres store: {e}"),
-        }
-    }
-
-    fn drop_schema(config: PgConfig, schema: String) {
-        let _ = crate::PgStore::drop_schema_blocking(&config, &schema);
-    }
 
     fn alarm(meter: &str, key: &str, scope: AlarmScope, at_ms: i64) -> NewAlarm {
         NewAlarm {
@@ -2081,7 +2016,7 @@ mod tests {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
-                        let t = super::sqlite().await;
+                        let t = crate::store::suite::sqlite_database("wattline-alarms").await;
                         super::$name(t.db.alarms()).await;
                     }
                 )*
@@ -2090,7 +2025,7 @@ mod tests {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
-                        let Some(t) = super::postgres().await else { return };
+                        let Some(t) = crate::store::suite::postgres_database("wl_alarms").await else { return };
                         super::$name(t.db.alarms()).await;
                     }
                 )*

@@ -306,8 +306,7 @@ mod pg_impl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Database;
-    use crate::store::suite::pg_base_config;
+    use crate::store::suite;
 
     async fn roundtrip(db: &dyn DlmsStore) {
         let m = MeterId::parse("dlms-1").unwrap();
@@ -345,42 +344,17 @@ mod tests {
         assert!(decode_pending("m", Some(vec![0, 0])).is_err());
     }
 
-    fn unique(prefix: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        format!("{prefix}_{}_{nanos}", std::process::id())
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dlms_poll_state_on_sqlite() {
-        let dir = std::env::temp_dir().join(unique("wattline-dlms-state"));
-        let db = Database::Sqlite(crate::SqliteStore::open(&dir).await.unwrap());
-        roundtrip(db.dlms()).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        let t = suite::sqlite_database("wattline-dlms-state").await;
+        roundtrip(t.db.dlms()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dlms_poll_state_on_postgres() {
-        let schema = unique("wl_dlms");
-        let config = crate::PgConfig {
-            schema: Some(schema.clone()),
-            ..pg_base_config()
+        let Some(t) = suite::postgres_database("wl_dlms").await else {
+            return;
         };
-        let store = match crate::PgStore::connect(&config).await {
-            Ok(s) => s,
-            Err(e)
-                if std::env::var("CI").as_deref() != Ok("true")
-                    && matches!(e.kind(), crate::ErrorKind::Unavailable(_)) =>
-            {
-                eprintln!("skipping postgres test: {e} (set CI=true to make this a failure)");
-                return;
-            }
-            Err(e) => panic!("postgres store: {e}"),
-        };
-        let db = Database::Postgres(std::sync::Arc::new(store));
-        roundtrip(db.dlms()).await;
-        drop(db);
-        crate::PgStore::drop_schema_blocking(&config, &schema).unwrap();
+        roundtrip(t.db.dlms()).await;
     }
 }

@@ -610,8 +610,7 @@ mod pg_impl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Database;
-    use crate::store::suite::pg_base_config;
+    use crate::store::suite;
 
     async fn roundtrip(db: &dyn KeysStore) {
         let m = MeterId::parse("k-1").unwrap();
@@ -669,47 +668,17 @@ mod tests {
         assert!(db.meter_certs(&other).await.unwrap()[0].revoked.is_none());
     }
 
-    fn unique(prefix: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        format!("{prefix}_{}_{nanos}", std::process::id())
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_and_certificates_on_sqlite() {
-        let dir = std::env::temp_dir().join(unique("wattline-keys"));
-        let store = crate::SqliteStore::open(&dir).await.unwrap();
-        let db = Database::Sqlite(store);
-        roundtrip(db.keys()).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        let t = suite::sqlite_database("wattline-keys").await;
+        roundtrip(t.db.keys()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_and_certificates_on_postgres() {
-        let schema = unique("wl_keys");
-        let config = crate::PgConfig {
-            schema: Some(schema.clone()),
-            ..pg_base_config()
+        let Some(t) = suite::postgres_database("wl_keys").await else {
+            return;
         };
-        let store = match crate::PgStore::connect(&config).await {
-            Ok(s) => s,
-            Err(e)
-                if std::env::var("CI").as_deref() != Ok("true")
-                    && matches!(e.kind(), crate::ErrorKind::Unavailable(_)) =>
-            {
-                eprintln!("skipping postgres test: {e} (set CI=true to make this a failure)");
-                return;
-            }
-            Err(e) => panic!("postgres store: {e}"),
-        };
-        let db = Database::Postgres(std::sync::Arc::new(store));
-        roundtrip(db.keys()).await;
-        if let Database::Postgres(p) = &db {
-            let c = p.pool.get().await.unwrap();
-            c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .await
-                .unwrap();
-        }
+        roundtrip(t.db.keys()).await;
     }
 }

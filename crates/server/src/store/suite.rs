@@ -20,7 +20,7 @@ use crate::rollup;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -29,31 +29,6 @@ fn unique(prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// A store for one test, removed when dropped.
-pub(crate) struct TestDb {
-    pub store: Arc<dyn Store>,
-    cleanup: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(f) = self.cleanup.take() {
-            f();
-        }
-    }
-}
-
-pub(crate) async fn sqlite() -> TestDb {
-    let dir = std::env::temp_dir().join(unique("wattline-store"));
-    let store = SqliteStore::open(&dir).await.expect("open sqlite");
-    TestDb {
-        store: Arc::new(store),
-        cleanup: Some(Box::new(move || {
-            let _ = std::fs::remove_dir_all(&dir);
-        })),
-    }
 }
 
 pub(crate) fn pg_base_config() -> PgConfig {
@@ -71,26 +46,59 @@ pub(crate) fn pg_base_config() -> PgConfig {
     }
 }
 
-pub(crate) async fn postgres() -> Option<TestDb> {
-    let schema = unique("wl_test");
+/// A PostgreSQL store in a fresh schema named after `prefix`, and what drops the schema.
+/// `None`, with a message, when the server is unreachable; under `CI=true` that is a failure.
+async fn pg_store(prefix: &str) -> Option<(PgStore, Box<dyn FnOnce() + Send>)> {
+    let schema = unique(prefix);
+    let base = pg_base_config();
     let config = PgConfig {
         schema: Some(schema.clone()),
-        ..pg_base_config()
+        ..base.clone()
     };
     match PgStore::connect(&config).await {
-        Ok(store) => {
-            let base = pg_base_config();
-            Some(TestDb {
-                store: Arc::new(store),
-                cleanup: Some(Box::new(move || drop_schema(base, schema))),
-            })
-        }
+        Ok(store) => Some((store, Box::new(move || drop_schema(base, schema)))),
         Err(e) if std::env::var("CI").as_deref() != Ok("true") && is_unreachable(&e) => {
             eprintln!("skipping postgres test: {e} (set CI=true to make this a failure)");
             None
         }
         Err(e) => panic!("postgres store: {e}"),
     }
+}
+
+/// A whole [`crate::Database`] (core and feature-area stores) for the feature areas' tests,
+/// removed when dropped.
+pub(crate) struct TestDatabase {
+    pub db: crate::Database,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(f) = self.cleanup.take() {
+            f();
+        }
+    }
+}
+
+/// A SQLite database in a fresh directory named after `prefix`.
+pub(crate) async fn sqlite_database(prefix: &str) -> TestDatabase {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    let store = SqliteStore::open(&dir).await.expect("open sqlite");
+    TestDatabase {
+        db: crate::Database::Sqlite(store),
+        cleanup: Some(Box::new(move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        })),
+    }
+}
+
+/// A PostgreSQL database in a fresh schema named after `prefix` (see [`pg_store`]).
+pub(crate) async fn postgres_database(prefix: &str) -> Option<TestDatabase> {
+    let (store, cleanup) = pg_store(prefix).await?;
+    Some(TestDatabase {
+        db: crate::Database::Postgres(Arc::new(store)),
+        cleanup: Some(cleanup),
+    })
 }
 
 fn is_unreachable(e: &Error) -> bool {
@@ -107,8 +115,8 @@ macro_rules! store_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let db = super::sqlite().await;
-                    super::$name(db.store.as_ref()).await;
+                    let t = super::sqlite_database("wattline-store").await;
+                    super::$name(t.db.store().as_ref()).await;
                 }
             )*
         }
@@ -116,8 +124,8 @@ macro_rules! store_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(db) = super::postgres().await else { return };
-                    super::$name(db.store.as_ref()).await;
+                    let Some(t) = super::postgres_database("wl_test").await else { return };
+                    super::$name(t.db.store().as_ref()).await;
                 }
             )*
         }
