@@ -11,18 +11,6 @@ use crate::support::ingest::Ingest;
 use crate::support::pki::Pki;
 use crate::support::{free_port, tempdir, wait_for};
 
-fn records_of(ingest: &Ingest, meter: &str) -> Vec<(u64, Record)> {
-    ingest
-        .stored
-        .lock()
-        .unwrap()
-        .records
-        .iter()
-        .filter(|(m, _, _)| m == meter)
-        .map(|(_, b, r)| (*b, r.clone()))
-        .collect()
-}
-
 fn readings(records: &[(u64, Record)]) -> Vec<(u64, i64, f64)> {
     records
         .iter()
@@ -52,7 +40,8 @@ fn wait_all_stored(ingest: &Ingest, setup: &Setup, agent: &AgentProcess, timeout
     let meter = setup.meter.to_string();
     let start = std::time::Instant::now();
     loop {
-        let have: std::collections::BTreeSet<u64> = records_of(ingest, &meter)
+        let have: std::collections::BTreeSet<u64> = ingest
+            .records_of(&meter)
             .iter()
             .map(|(_, r)| r.seq)
             .collect();
@@ -104,19 +93,19 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
 
     let mut first = AgentProcess::spawn(&s);
     wait_for("5 readings", Duration::from_secs(60), || {
-        readings(&records_of(&ingest, "m-kill")).len() >= 5
+        readings(&ingest.records_of("m-kill")).len() >= 5
     });
     first.kill_9();
-    let before = readings(&records_of(&ingest, "m-kill"));
+    let before = readings(&ingest.records_of("m-kill"));
     let last_before = before.iter().map(|r| r.2).fold(0.0, f64::max);
 
     let mut second = AgentProcess::spawn(&s);
     wait_for("5 more readings", Duration::from_secs(60), || {
-        readings(&records_of(&ingest, "m-kill")).len() >= before.len() + 5
+        readings(&ingest.records_of("m-kill")).len() >= before.len() + 5
     });
     second.terminate();
     wait_all_stored(&ingest, &s, &second, Duration::from_secs(10));
-    let records = records_of(&ingest, "m-kill");
+    let records = ingest.records_of("m-kill");
     assert_complete(&s, &records);
     let starts = event_codes(&records)
         .iter()
@@ -151,7 +140,7 @@ fn broker_outage_backfills_everything_in_order_with_original_timestamps() {
     let ingest = Ingest::start(&pki, port, &[(s.meter.clone(), s.key.clone())]);
     let mut agent = AgentProcess::spawn(&s);
     wait_for("3 readings", Duration::from_secs(60), || {
-        readings(&records_of(&ingest, "m-outage")).len() >= 3
+        readings(&ingest.records_of("m-outage")).len() >= 3
     });
 
     broker.stop();
@@ -175,7 +164,7 @@ fn broker_outage_backfills_everything_in_order_with_original_timestamps() {
     });
     agent.terminate();
     wait_all_stored(&ingest, &s, &agent, Duration::from_secs(20));
-    let records = records_of(&ingest, "m-outage");
+    let records = ingest.records_of("m-outage");
     assert_complete(&s, &records);
     // In order: first deliveries arrive in seq order.
     let arrival: Vec<u64> = records.iter().map(|(_, r)| r.seq).collect();
@@ -320,7 +309,7 @@ fn damaged_outbox_and_register_files_are_reported_and_counters_never_reset() {
         status(&s).is_some_and(|st| st.outbox_records == 0 && st.pid != before.pid)
     });
     b.terminate();
-    let records = records_of(&ingest, "m-damage");
+    let records = ingest.records_of("m-damage");
     let codes = event_codes(&records);
     assert!(
         codes.iter().any(|c| c == "register_slot_damaged"),
@@ -406,7 +395,8 @@ fn commands_are_acknowledged_replays_ignored_and_malformed_ones_rejected() {
         &[cmd("c-5", Action::RelayConnect, now + 60_000)],
     );
     let acks = || -> Vec<schema::Ack> {
-        records_of(&ingest, "m-cmd")
+        ingest
+            .records_of("m-cmd")
             .into_iter()
             .filter_map(|(_, r)| match r.body {
                 Body::Ack(a) => Some(a),
@@ -442,7 +432,7 @@ fn commands_are_acknowledged_replays_ignored_and_malformed_ones_rejected() {
         "replay and wrong key: {:?}",
         st.uplink
     );
-    let codes = event_codes(&records_of(&ingest, "m-cmd"));
+    let codes = event_codes(&ingest.records_of("m-cmd"));
     assert!(
         codes.iter().any(|c| c == "relay_state_changed"),
         "{codes:?}"

@@ -31,18 +31,6 @@ fn link_state(s: &Setup) -> String {
         .unwrap_or_default()
 }
 
-fn seqs_of(ingest: &Ingest, meter: &str) -> Vec<u64> {
-    ingest
-        .stored
-        .lock()
-        .unwrap()
-        .records
-        .iter()
-        .filter(|(m, _, _)| m == meter)
-        .map(|(_, _, r)| r.seq)
-        .collect()
-}
-
 fn relayed_of(ingest: &Ingest, origin: &str, relayer: &str) -> usize {
     ingest
         .stored
@@ -139,11 +127,11 @@ fn a_meter_without_uplink_routes_through_its_neighbour_and_returns_to_its_own_up
     // through the neighbour (a second lets the last forwarded publishes reach ingest).
     std::thread::sleep(Duration::from_secs(1));
     let relayed_at_return = relayed_of(&ingest, "m-origin", "m-fwd");
-    let stored_at_return = seqs_of(&ingest, "m-origin").len();
+    let stored_at_return = ingest.seqs_of("m-origin").len();
     wait_for(
         "records of m-origin on its own up",
         Duration::from_secs(30),
-        || seqs_of(&ingest, "m-origin").len() >= stored_at_return + 3,
+        || ingest.seqs_of("m-origin").len() >= stored_at_return + 3,
     );
     assert_eq!(
         relayed_of(&ingest, "m-origin", "m-fwd"),
@@ -157,9 +145,9 @@ fn a_meter_without_uplink_routes_through_its_neighbour_and_returns_to_its_own_up
     let st = status(&origin).unwrap();
     assert_eq!(st.outbox_records, 0, "outbox drained");
     wait_for("every record of m-origin", Duration::from_secs(20), || {
-        seqs_of(&ingest, "m-origin").len() as u64 >= st.next_seq
+        ingest.seqs_of("m-origin").len() as u64 >= st.next_seq
     });
-    let seqs = seqs_of(&ingest, "m-origin");
+    let seqs = ingest.seqs_of("m-origin");
     let unique: BTreeSet<u64> = seqs.iter().copied().collect();
     assert_eq!(unique.len(), seqs.len(), "no record stored twice");
     assert_eq!(

@@ -181,6 +181,24 @@ impl Ingest {
             .unwrap();
     }
 
+    /// The records of `meter` stored so far, with their boot ids, in arrival order.
+    pub fn records_of(&self, meter: &str) -> Vec<(u64, Record)> {
+        self.stored
+            .lock()
+            .unwrap()
+            .records
+            .iter()
+            .filter(|(m, _, _)| m == meter)
+            .map(|(_, b, r)| (*b, r.clone()))
+            .collect()
+    }
+
+    /// The seqs of `meter`'s records stored so far, in arrival order.
+    pub fn seqs_of(&self, meter: &str) -> Vec<u64> {
+        let records = self.records_of(meter);
+        records.iter().map(|(_, r)| r.seq).collect()
+    }
+
     /// Readings' (seq, import_wh) stored so far for `meter`.
     pub fn count(&self) -> usize {
         self.stored.lock().unwrap().records.len()
