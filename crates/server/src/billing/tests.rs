@@ -2,9 +2,6 @@
 //! on SQLite and on PostgreSQL (a random schema per test, dropped afterwards; under `CI=true`
 //! an unreachable PostgreSQL is a failure, not a skip).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use billing::prepaid::PrepaidAction;
 use billing::{Cycle, LineKind};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -12,87 +9,20 @@ use rust_decimal::Decimal;
 use schema::{Body, EnergyCounters, MeterId, Phase, PhaseReading, Reading, Record, TotalReading};
 
 use super::*;
-use crate::{BatchWrite, Customer, Meter, PgConfig, PgStore, SqliteStore, WriteSet};
+use crate::{BatchWrite, Customer, Meter, WriteSet};
 
 pub(crate) const GB_TARIFF: &str = include_str!("../../../billing/testdata/gb_single_rate.toml");
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// A database for one test, removed when dropped.
-pub(crate) struct TestDb {
-    pub db: Database,
-    cleanup: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(f) = self.cleanup.take() {
-            f();
-        }
-    }
-}
+pub(crate) use crate::store::suite::TestDatabase as TestDb;
 
 pub(crate) async fn sqlite_db() -> TestDb {
-    let dir = std::env::temp_dir().join(unique("wattline-billing"));
-    let store = SqliteStore::open(&dir).await.expect("open sqlite");
-    TestDb {
-        db: Database::Sqlite(store),
-        cleanup: Some(Box::new(move || {
-            let _ = std::fs::remove_dir_all(&dir);
-        })),
-    }
+    crate::store::suite::sqlite_database("wattline-billing").await
 }
 
-fn pg_config() -> PgConfig {
-    let env = |k: &str| std::env::var(k).ok();
-    PgConfig {
-        host: env("WATTLINE_TEST_PG_HOST").unwrap_or_else(|| "127.0.0.1".into()),
-        port: env("WATTLINE_TEST_PG_PORT")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(5432),
-        user: env("WATTLINE_TEST_PG_USER").unwrap_or_else(|| "postgres".into()),
-        password: env("WATTLINE_TEST_PG_PASSWORD"),
-        dbname: env("WATTLINE_TEST_PG_DB").unwrap_or_else(|| "test".into()),
-        schema: None,
-        pool_size: 4,
-    }
-}
-
+/// `None` (with a message) when PostgreSQL is unreachable outside CI; a failure under `CI=true`.
 pub(crate) async fn pg_db() -> Option<TestDb> {
-    let schema = unique("wl_billing");
-    let config = PgConfig {
-        schema: Some(schema.clone()),
-        ..pg_config()
-    };
-    match PgStore::connect(&config).await {
-        Ok(store) => Some(TestDb {
-            db: Database::Postgres(Arc::new(store)),
-            cleanup: Some(Box::new(move || drop_schema(pg_config(), schema))),
-        }),
-        Err(e)
-            if std::env::var("CI").as_deref() != Ok("true")
-                && matches!(e.kind(), ErrorKind::Unavailable(_)) =>
-        {
-            eprintln!("skipping postgres test: {e} (set CI=true to make this a failure)");
-            None
-        }
-        Err(e) => panic!("postgres store: {e}"),
-    }
-}
-
-fn drop_schema(config: PgConfig, schema: String) {
-    let _ = crate::PgStore::drop_schema_blocking(&config, &schema);
+    crate::store::suite::postgres_database("wl_billing").await
 }
 
 /// Runs a test body on SQLite and on PostgreSQL.

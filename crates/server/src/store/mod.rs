@@ -18,7 +18,7 @@ pub(crate) mod keys;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 pub use self::billing::{
     BillState, BillingStore, MessageStatus, NewMessage, NewPayment, NotificationPref, PaymentMode,
