@@ -21,6 +21,11 @@ fn heartbeat(seq: u64) -> Record {
 }
 
 fn reading(seq: u64) -> Record {
+    reading_with(seq, seq as f64)
+}
+
+/// A reading record at `1000 + seq` ms whose import counter is `import_wh`.
+pub(crate) fn reading_with(seq: u64, import_wh: f64) -> Record {
     Record {
         seq,
         t_ms: 1_000 + seq as i64,
@@ -35,7 +40,7 @@ fn reading(seq: u64) -> Record {
                 pf: 1.0,
             },
             counters: schema::EnergyCounters {
-                import_wh: seq as f64,
+                import_wh,
                 ..Default::default()
             },
         }),

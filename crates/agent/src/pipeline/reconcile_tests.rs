@@ -3,29 +3,8 @@
 //! acknowledged it.
 
 use super::*;
+use crate::outbox::tests::reading_with;
 use crate::outbox::{OutboxConfig, WhenFull};
-
-fn reading(seq: u64, import_wh: f64) -> Record {
-    Record {
-        seq,
-        t_ms: 1_000 + seq as i64,
-        body: Body::Reading(schema::Reading {
-            interval_s: 1.0,
-            freq_hz: 50.0,
-            phases: vec![],
-            total: schema::TotalReading {
-                p_w: 1.0,
-                q_var: None,
-                s_va: 1.0,
-                pf: 1.0,
-            },
-            counters: EnergyCounters {
-                import_wh,
-                ..Default::default()
-            },
-        }),
-    }
-}
 
 #[test]
 fn registers_behind_an_acknowledged_newest_record_move_forward() {
@@ -47,7 +26,7 @@ fn registers_behind_an_acknowledged_newest_record_move_forward() {
     registers.save(state).unwrap();
     for seq in 0..=10 {
         outbox
-            .append(boot, &reading(seq, seq as f64 * 10.0))
+            .append(boot, &reading_with(seq, seq as f64 * 10.0))
             .unwrap();
     }
     outbox.ack_through(10).unwrap();
