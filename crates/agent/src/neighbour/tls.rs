@@ -13,43 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use schema::MeterId;
 
-fn pem_err(path: &Path, e: &dyn std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
-}
-
-fn roots(ca_file: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| pem_err(ca_file, &e))? {
-        let cert = cert.map_err(|e| pem_err(ca_file, &e))?;
-        roots.add(cert).map_err(|e| pem_err(ca_file, &e))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no CA certificate found", ca_file.display()));
-    }
-    Ok(Arc::new(roots))
-}
-
-fn identity(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| pem_err(cert_file, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err(cert_file, &e))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no certificate found", cert_file.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| pem_err(key_file, &e))?;
-    Ok((chain, key))
-}
+use crate::uplink::tls::{identity, roots};
 
 fn meter_verifier(ca_file: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

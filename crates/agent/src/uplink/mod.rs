@@ -21,7 +21,7 @@
 //!   neighbours hand over on `relay` and answers each after the PUBACK (see `neighbour`).
 
 mod config;
-mod tls;
+pub(crate) mod tls;
 
 pub use config::UplinkConfig;
 pub use tls::{client_config, install_crypto_provider};

@@ -17,13 +17,12 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Builds the client config: trust `ca_file`, present `cert_file`/`key_file`.
-pub fn client_config(
-    ca_file: &Path,
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<ClientConfig, String> {
-    let pem_err = |path: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+fn pem_err(path: &Path, e: &dyn std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+/// The CA certificates of `ca_file` (at least one).
+pub(crate) fn roots(ca_file: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| pem_err(ca_file, &e))? {
         let cert = cert.map_err(|e| pem_err(ca_file, &e))?;
@@ -32,6 +31,14 @@ pub fn client_config(
     if roots.is_empty() {
         return Err(format!("{}: no CA certificate found", ca_file.display()));
     }
+    Ok(Arc::new(roots))
+}
+
+/// The meter's certificate chain (at least one certificate) and private key.
+pub(crate) fn identity(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| pem_err(cert_file, &e))?
         .collect::<Result<_, _>>()
@@ -40,11 +47,21 @@ pub fn client_config(
         return Err(format!("{}: no certificate found", cert_file.display()));
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| pem_err(key_file, &e))?;
+    Ok((chain, key))
+}
+
+/// Builds the client config: trust `ca_file`, present `cert_file`/`key_file`.
+pub fn client_config(
+    ca_file: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<ClientConfig, String> {
+    let (chain, key) = identity(cert_file, key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(ca_file)?)
         .with_client_auth_cert(chain, key)
         .map_err(|e| format!("{} / {}: {e}", cert_file.display(), key_file.display()))
 }
