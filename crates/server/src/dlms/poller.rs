@@ -49,8 +49,8 @@ use crate::{Database, Ingest, MeterStatus};
 pub const LOAD_PROFILE: Obis = Obis::new(1, 0, 99, 1, 0, 255);
 
 /// Active import/export and reactive quadrants I–IV, total (the order of
-/// [`EnergyCounters`]).
-const ENERGY: [Obis; 6] = [
+/// [`EnergyCounters`]); `wattline dlms read --energy` reads the same registers.
+pub const ENERGY: [Obis; 6] = [
     Obis::new(1, 0, 1, 8, 0, 255),
     Obis::new(1, 0, 2, 8, 0, 255),
     Obis::new(1, 0, 5, 8, 0, 255),

@@ -286,15 +286,6 @@ struct Plan {
     list_objects: bool,
 }
 
-const ENERGY: [Obis; 6] = [
-    Obis::new(1, 0, 1, 8, 0, 255),
-    Obis::new(1, 0, 2, 8, 0, 255),
-    Obis::new(1, 0, 5, 8, 0, 255),
-    Obis::new(1, 0, 6, 8, 0, 255),
-    Obis::new(1, 0, 7, 8, 0, 255),
-    Obis::new(1, 0, 8, 8, 0, 255),
-];
-
 const INSTANTANEOUS: [Obis; 9] = [
     Obis::new(1, 0, 32, 7, 0, 255),
     Obis::new(1, 0, 52, 7, 0, 255),
@@ -313,7 +304,11 @@ fn plan(args: &ReadArgs) -> anyhow::Result<Plan> {
         targets.push((Target::new(class_id::CLOCK, Obis::CLOCK, 2), true));
     }
     if args.energy {
-        targets.extend(ENERGY.iter().map(|o| (Target::new(3, *o, 2), true)));
+        targets.extend(
+            server::dlms::poller::ENERGY
+                .iter()
+                .map(|o| (Target::new(3, *o, 2), true)),
+        );
     }
     if args.instantaneous {
         targets.extend(INSTANTANEOUS.iter().map(|o| (Target::new(3, *o, 2), true)));
