@@ -29,6 +29,57 @@ impl Deref for Harmonics {
     }
 }
 
+/// The harmonic orders' own phasors: RMS phasors of the centre bin of each order (bin h·c of
+/// the window's c-cycle spectrum; IEC 61000-4-7's harmonic component proper, without the two
+/// neighbouring bins its subgroup adds), with the cosine reference at the window start like
+/// [`PhaseReport::v1_phase_deg`]. Indexed by order: `[0]` is unused (0), `[1]` is the
+/// fundamental, up to `[50]`. All zero when harmonics are disabled and for orders at or above
+/// half the sample rate.
+///
+/// A window starts on a cycle boundary of the fundamental, so for a steady signal the angles
+/// repeat from window to window; the angle of order h relative to the fundamental voltage,
+/// `angle_deg(h) − h·v1_phase_deg`, describes the waveform's shape independently of where the
+/// window starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HarmonicPhasors {
+    /// Real parts (RMS).
+    pub re: [f64; MAX_HARMONIC + 1],
+    /// Imaginary parts (RMS).
+    pub im: [f64; MAX_HARMONIC + 1],
+}
+
+impl HarmonicPhasors {
+    /// All orders zero.
+    pub const ZERO: Self = Self {
+        re: [0.0; MAX_HARMONIC + 1],
+        im: [0.0; MAX_HARMONIC + 1],
+    };
+
+    /// The angle of order `h` in degrees, in (−180, 180]; 0 for a zero phasor or an order
+    /// above 50.
+    pub fn angle_deg(&self, h: usize) -> f64 {
+        if h > MAX_HARMONIC || (self.re[h] == 0.0 && self.im[h] == 0.0) {
+            return 0.0;
+        }
+        let a = libm::atan2(self.im[h], self.re[h]).to_degrees();
+        if a <= -180.0 { a + 360.0 } else { a }
+    }
+
+    /// The RMS magnitude of order `h`'s centre bin; 0 for an order above 50.
+    pub fn rms(&self, h: usize) -> f64 {
+        if h > MAX_HARMONIC {
+            return 0.0;
+        }
+        libm::hypot(self.re[h], self.im[h])
+    }
+}
+
+impl Default for HarmonicPhasors {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
 /// Which phase a [`PhaseReport`] is for. Single-phase meters report phase `a`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -95,6 +146,14 @@ pub struct PhaseReport {
     pub v_harmonics: Harmonics,
     /// Current harmonic subgroups, index = order.
     pub i_harmonics: Harmonics,
+    /// Voltage harmonic phasors (centre bins), index = order; serialized as
+    /// `v_harmonic_angles_deg`, the angles in degrees.
+    #[cfg_attr(feature = "serde", serde(rename = "v_harmonic_angles_deg"))]
+    pub v_harmonic_phasors: HarmonicPhasors,
+    /// Current harmonic phasors (centre bins), as `v_harmonic_phasors`; serialized as
+    /// `i_harmonic_angles_deg`.
+    #[cfg_attr(feature = "serde", serde(rename = "i_harmonic_angles_deg"))]
+    pub i_harmonic_phasors: HarmonicPhasors,
 }
 
 /// The phases of a window: one (single-phase) or three (a, b, c). Dereferences to a slice.
@@ -218,7 +277,7 @@ pub struct WindowReport {
 
 #[cfg(feature = "serde")]
 mod serialize {
-    use super::{Harmonics, Phases};
+    use super::{HarmonicPhasors, Harmonics, Phases};
     use serde::ser::{Serialize, SerializeSeq, Serializer};
 
     impl Serialize for Harmonics {
@@ -226,6 +285,18 @@ mod serialize {
             let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
             for value in &self.0 {
                 seq.serialize_element(value)?;
+            }
+            seq.end()
+        }
+    }
+
+    /// As the angles in degrees, index = order (what a reader of JSON wants; the magnitudes
+    /// are in the subgroups beside them).
+    impl Serialize for HarmonicPhasors {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut seq = serializer.serialize_seq(Some(self.re.len()))?;
+            for h in 0..self.re.len() {
+                seq.serialize_element(&self.angle_deg(h))?;
             }
             seq.end()
         }

@@ -669,13 +669,15 @@ impl Subgroups {
         // RMS² of bin k of a real signal is 2·|X_k|²/N²; V_k and I_k are separated from the
         // complex spectrum Z of v + j·i as V_k = (Z_k + Z*_{N−k})/2, I_k = (Z_k − Z*_{N−k})/2j.
         let scale = 2.0 / (n as f64 * n as f64);
-        let bin_power = |k: usize| -> (f64, f64) {
+        let split = |k: usize| -> [f64; 4] {
             let (a, b) = bin(k);
             let (c, d) = bin(n - k);
-            let (vr, vi) = ((a + c) / 2.0, (b - d) / 2.0);
-            let (ir, ii) = ((b + d) / 2.0, (c - a) / 2.0);
-            (scale * (vr * vr + vi * vi), scale * (ir * ir + ii * ii))
+            [(a + c) / 2.0, (b - d) / 2.0, (b + d) / 2.0, (c - a) / 2.0]
         };
+        let power =
+            |[vr, vi, ir, ii]: [f64; 4]| (scale * (vr * vr + vi * vi), scale * (ir * ir + ii * ii));
+        // RMS phasor of bin k: (√2/N)·X_k, the convention of the fundamental's correlation.
+        let rms = SQRT_2 / n as f64;
         let c = self.cycles;
         let (mut v_h2, mut i_h2) = (0.0, 0.0);
         for h in 1..=MAX_HARMONIC {
@@ -685,7 +687,15 @@ impl Subgroups {
             let (mut gv, mut gi) = (0.0, 0.0);
             // With one cycle the fundamental's subgroup would reach bin 0 (DC): start at bin 1.
             for k in (c * h - 1).max(1)..=c * h + 1 {
-                let (pv, pi) = bin_power(k);
+                let parts = split(k);
+                if k == c * h {
+                    let [vr, vi, ir, ii] = parts;
+                    report.v_harmonic_phasors.re[h] = rms * vr;
+                    report.v_harmonic_phasors.im[h] = rms * vi;
+                    report.i_harmonic_phasors.re[h] = rms * ir;
+                    report.i_harmonic_phasors.im[h] = rms * ii;
+                }
+                let (pv, pi) = power(parts);
                 gv += pv;
                 gi += pi;
             }
@@ -884,6 +894,12 @@ mod tests {
                         let (vh, ih) = (pa.v_harmonics[h], pb.i_harmonics[h]);
                         assert_close(vh, pb.v_harmonics[h], pa.v_rms, "v harmonic");
                         assert_close(pa.i_harmonics[h], ih, pa.i_rms, "i harmonic");
+                        let (va, vb) = (&pa.v_harmonic_phasors, &pb.v_harmonic_phasors);
+                        let (ia, ib) = (&pa.i_harmonic_phasors, &pb.i_harmonic_phasors);
+                        assert_close(va.re[h], vb.re[h], pa.v_rms, "v phasor re");
+                        assert_close(va.im[h], vb.im[h], pa.v_rms, "v phasor im");
+                        assert_close(ia.re[h], ib.re[h], pa.i_rms, "i phasor re");
+                        assert_close(ia.im[h], ib.im[h], pa.i_rms, "i phasor im");
                     }
                     assert_close(pa.v_thd_pct, pb.v_thd_pct, 0.0, "v thd");
                     assert_close(pa.i_thd_pct, pb.i_thd_pct, 0.0, "i thd");

@@ -347,3 +347,56 @@ fn ten_second_frequency_is_reported_per_iec_61000_4_30() {
     }
     assert!(analyzer.frequency_10s_hz().is_some());
 }
+
+/// The harmonic phasors (centre bins) give each order's RMS and angle. The signals are sines
+/// (`sin(hωt + φ)` = `cos(hωt + φ − 90°)`), so relative to the fundamental voltage an order's
+/// angle is `φ_h − h·φ_v1 + 90°·(h − 1)`, wherever the window starts: checked at a rate that
+/// divides the cycle, one that does not, and off-nominal frequency.
+#[test]
+fn harmonic_phasors_give_each_orders_rms_and_angle_relative_to_the_fundamental() {
+    let wrap = |a: f64| {
+        let r = a.rem_euclid(360.0);
+        if r > 180.0 { r - 360.0 } else { r }
+    };
+    for (f, fs) in [(50.0, 10_000.0), (49.7, 7993.0), (60.0, 12_000.0)] {
+        let sig = nonsinusoidal(f, fs);
+        let (windows, _) = sig.analyze(1.5, 2048);
+        let good = clean(&windows);
+        assert!(good.len() >= 5, "{f} Hz at {fs} Hz");
+        for w in &good {
+            let p = &w.phases[0];
+            let (vh, ih) = (&p.v_harmonic_phasors, &p.i_harmonic_phasors);
+            assert!((vh.angle_deg(1) - p.v1_phase_deg).abs() < 1e-3, "{f} {fs}");
+            assert!((ih.angle_deg(1) - p.i1_phase_deg).abs() < 1e-3);
+            assert!((vh.rms(1) - p.v1_rms).abs() < 1e-5 * p.v1_rms);
+            let v1 = p.v1_phase_deg;
+            for tone in &sig.tones {
+                let h = tone.order as usize;
+                let shift = 90.0 * (h as f64 - 1.0) - h as f64 * sig.tones[0].v_deg;
+                let v_rel = wrap(vh.angle_deg(h) - h as f64 * v1 - (tone.v_deg + shift));
+                let i_rel = wrap(ih.angle_deg(h) - h as f64 * v1 - (tone.i_deg + shift));
+                assert!(
+                    v_rel.abs() < 0.01,
+                    "{f} Hz at {fs} Hz: V{h} off by {v_rel}°"
+                );
+                assert!(
+                    i_rel.abs() < 0.01,
+                    "{f} Hz at {fs} Hz: I{h} off by {i_rel}°"
+                );
+                assert!((vh.rms(h) - tone.v_rms).abs() < 1e-3 * tone.v_rms);
+                assert!((ih.rms(h) - tone.i_rms).abs() < 1e-3 * tone.i_rms);
+            }
+            // An order without content has no phasor to speak of.
+            assert!(vh.rms(11) < 1e-3 && ih.rms(2) < 1e-3);
+        }
+        // Without harmonics the phasors are zero, like the subgroups.
+        let mut config = sig.config();
+        config.harmonics = false;
+        let (v, i) = sig.samples(0.5);
+        let (off, _) = crate::signals::run(config, &v, &i, 4096);
+        assert!(
+            off.iter()
+                .all(|w| w.phases[0].v_harmonic_phasors == metrology::HarmonicPhasors::ZERO)
+        );
+    }
+}

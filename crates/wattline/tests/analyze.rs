@@ -64,6 +64,22 @@ fn pump_recording_gives_seed_000_answers() {
         close("i_thd", f(p, &["i_thd_pct"]), (64.0f64 + 9.0).sqrt(), 0.05);
         close("h5", f(p, &["v_harmonics", "5"]), 4.6, 0.05);
         assert_eq!(p["v_harmonics"].as_array().map(Vec::len), Some(51));
+        // The harmonic phasors' angles, order by order; the fundamental's is V1's.
+        for key in ["v_harmonic_angles_deg", "i_harmonic_angles_deg"] {
+            assert_eq!(p[key].as_array().map(Vec::len), Some(51), "{key}");
+        }
+        close(
+            "v1 angle",
+            f(p, &["v_harmonic_angles_deg", "1"]),
+            f(p, &["v1_phase_deg"]),
+            1e-3,
+        );
+        close(
+            "i1 angle",
+            f(p, &["i_harmonic_angles_deg", "1"]),
+            f(p, &["i1_phase_deg"]),
+            1e-3,
+        );
         close("total p", f(w, &["total", "p_w"]), f(p, &["p_w"]), 1e-9);
     }
     // The registers hold the energy of the analysed windows.
