@@ -260,7 +260,18 @@ struct PhaseMoments {
     p_w: f64,
     v1: Complex,
     i1: Complex,
+    /// Whether each channel carries any AC at all (see [`AC_FLOOR`]).
+    v_ac: bool,
+    i_ac: bool,
 }
+
+/// A channel whose DC-removed mean square is at most this fraction of its mean square with DC
+/// carries no AC: what is left is the rounding of E[x²] − m² (about N·ε relative for N
+/// samples, 1e-12 at 10,000), not a signal. Such a channel reports RMS, fundamental,
+/// harmonics and power exactly 0 instead of ratios of rounding noise: a meter at no load with
+/// a constant offset on its current channel showed DPF 0.75, a 41° angle and 36 % THD-I. The
+/// floor is an AC RMS of 1e-5 of the channel's whole RMS, far below any meter's resolution.
+const AC_FLOOR: f64 = 1e-10;
 
 pub(crate) struct WindowEngine {
     fs_hz: f64,
@@ -340,6 +351,14 @@ impl WindowEngine {
             report.phase = [PhaseLabel::A, PhaseLabel::B, PhaseLabel::C][p];
             if harmonics {
                 self.harmonic_subgroups(p, span.cycles, freq_hz, report);
+                if !m.v_ac {
+                    (report.v_harmonics, report.v_harmonic_phasors) = Default::default();
+                    report.v_thd_pct = 0.0;
+                }
+                if !m.i_ac {
+                    (report.i_harmonics, report.i_harmonic_phasors) = Default::default();
+                    report.i_thd_pct = 0.0;
+                }
             }
             report.v_harmonics.0[0] = m.v_mean;
             report.i_harmonics.0[0] = m.i_mean;
@@ -445,7 +464,12 @@ impl WindowEngine {
         // Exact DC removal: E[(v − m)²] = E[v²] − m², E[(v − mv)(i − mi)] = E[vi] − mv·mi.
         let v_var = (svv / len - v_mean * v_mean).max(0.0);
         let i_var = (sii / len - i_mean * i_mean).max(0.0);
-        let p_w = svi / len - v_mean * i_mean;
+        let (v_ac, i_ac) = (v_var > AC_FLOOR * svv / len, i_var > AC_FLOOR * sii / len);
+        let p_w = if v_ac && i_ac {
+            svi / len - v_mean * i_mean
+        } else {
+            0.0
+        };
         let (sum_cos, sum_sin) = (self.osc_sum_cos, self.osc_sum_sin);
         let k = SQRT_2 / len;
         // RMS phasor of x − mean: (√2/L)·Σ w_n (x_n − m)·e^{−jθ_n}.
@@ -453,14 +477,17 @@ impl WindowEngine {
             re: k * (xc - mean * sum_cos),
             im: -k * (xs - mean * sum_sin),
         };
+        let zero = Complex::default();
         PhaseMoments {
             v_mean,
             i_mean,
-            v_var,
-            i_var,
+            v_var: if v_ac { v_var } else { 0.0 },
+            i_var: if i_ac { i_var } else { 0.0 },
             p_w,
-            v1: phasor(vc, vs, v_mean),
-            i1: phasor(ic, is, i_mean),
+            v1: if v_ac { phasor(vc, vs, v_mean) } else { zero },
+            i1: if i_ac { phasor(ic, is, i_mean) } else { zero },
+            v_ac,
+            i_ac,
         }
     }
 
@@ -553,16 +580,23 @@ impl WindowEngine {
         m: [&PhaseMoments; 3],
         out: &mut WindowReport,
     ) {
-        // Covariance of two channels over the window, DC removed.
-        let cov =
-            |a: usize, b: usize, ma: f64, mb: f64| wdot(chans[a], chans[b], w) / len - ma * mb;
+        // Covariance of two channels over the window, DC removed; 0 when either carries no AC.
+        let cov = |a: usize, b: usize, ma: f64, mb: f64, ac: bool| {
+            if ac {
+                wdot(chans[a], chans[b], w) / len - ma * mb
+            } else {
+                0.0
+            }
+        };
         let pairs = [(0, 1), (1, 2), (2, 0)];
         // Line-to-line voltages: V_ab² = V_a² + V_b² − 2·cov(v_a, v_b).
         let mut v_ll2 = 0.0;
         let mut i_cross = 0.0;
         for (a, b) in pairs {
-            v_ll2 += m[a].v_var + m[b].v_var - 2.0 * cov(a, b, m[a].v_mean, m[b].v_mean);
-            i_cross += cov(3 + a, 3 + b, m[a].i_mean, m[b].i_mean);
+            let (ma, mb) = (m[a], m[b]);
+            v_ll2 +=
+                ma.v_var + mb.v_var - 2.0 * cov(a, b, ma.v_mean, mb.v_mean, ma.v_ac && mb.v_ac);
+            i_cross += cov(3 + a, 3 + b, ma.i_mean, mb.i_mean, ma.i_ac && mb.i_ac);
         }
         let v_ph2: f64 = m.iter().map(|x| x.v_var).sum();
         let i_ph2: f64 = m.iter().map(|x| x.i_var).sum();
@@ -572,7 +606,8 @@ impl WindowEngine {
             } => {
                 let [s, _, ss, _, _] = sums5(chans[6], chans[6], w);
                 let mean = s / len;
-                (ss / len - mean * mean).max(0.0)
+                let var = (ss / len - mean * mean).max(0.0);
+                if var > AC_FLOOR * ss / len { var } else { 0.0 }
             }
             // i_n = −(i_a + i_b + i_c): its variance is Σ I_x² + 2·Σ cov(i_x, i_y).
             _ => (i_ph2 + 2.0 * i_cross).max(0.0),
