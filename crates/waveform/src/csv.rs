@@ -281,6 +281,14 @@ impl<R: Read> CsvReader<R> {
             }
             self.start = (nl + 1).min(self.complete_end);
             self.line += 1;
+            // Control bytes (other than tab and CR) or invalid UTF-8 mean binary data: a
+            // damaged WAV file, say, which is better named than listed as a column.
+            let control = text
+                .iter()
+                .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f);
+            if control || core::str::from_utf8(text).is_err() {
+                return Err(Error::new(ErrorKind::NotText, Location::Line(self.line)));
+            }
             if !text.trim_ascii().is_empty() {
                 break String::from_utf8_lossy(text).into_owned();
             }
@@ -626,6 +634,24 @@ mod tests {
     fn crlf_bom_spaces_quotes_and_missing_final_newline_are_accepted() {
         let text = "\u{feff}\"V\" , I\r\n 1.5 , -2e-1 \r\n3,4";
         assert_eq!(read_all(text, Some(500.0)).unwrap(), [1.5, -0.2, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn binary_data_is_named_as_such_not_listed_as_a_column() {
+        let expected = "line 1: binary data where a CSV header should be: the file is neither a WAV \
+                        file (no RIFF/WAVE header) nor CSV text";
+        assert_eq!(error("RIFX\u{0}\u{1}junk,v\n", Some(1e3)), expected);
+        let options = ReadOptions {
+            rate_hz: Some(1e3),
+            ..ReadOptions::default()
+        };
+        let invalid_utf8: &[u8] = b"v,\xff\xfei\n1,2\n";
+        let Err(err) = CsvReader::new(invalid_utf8, &options) else {
+            panic!("invalid UTF-8 in the header was accepted");
+        };
+        assert_eq!(err.to_string(), expected);
+        // Tabs and CRs are text.
+        assert_eq!(read_all("v,\ti\r\n1,2\r\n", Some(1e3)).unwrap(), [1.0, 2.0]);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub enum ErrorKind {
     ScaledOverflow(String),
     /// A line is longer than the reader accepts, which no waveform row can be.
     LineTooLong { limit_bytes: usize },
+    /// The first line holds bytes that are not text: the file is neither a WAV file (it has no
+    /// RIFF/WAVE header) nor CSV.
+    NotText,
     /// Neither a `t` column nor a sample rate was given.
     RateRequired,
     /// The sample rate is not a positive finite number, or out of the range the readers accept.
@@ -119,6 +122,10 @@ impl fmt::Display for ErrorKind {
         match self {
             ErrorKind::Io(e) => write!(f, "cannot read the file: {e}"),
             ErrorKind::Empty => write!(f, "the recording holds no samples"),
+            ErrorKind::NotText => write!(
+                f,
+                "binary data where a CSV header should be: the file is neither a WAV file (no RIFF/WAVE header) nor CSV text"
+            ),
             ErrorKind::UnknownColumn(name) => write!(
                 f,
                 "unknown column {name:?} (expected t, v, i or t, va, vb, vc, ia, ib, ic, in)"
