@@ -344,6 +344,41 @@ fn missing_file_and_wrong_rates_are_bad_input() {
     assert!(run.stderr.contains("50 Hz"), "{}", run.stderr);
 }
 
+/// An integer WAV file's largest code is where its converter saturated: windows holding such a
+/// sample are flagged `clipped`, the others are not. A hundred frames of the bundled recording's
+/// voltage are set to +full scale around t = 1.5 s.
+#[test]
+fn saturated_wav_samples_flag_their_windows_clipped() {
+    let mut wav = std::fs::read(testdata("pv_export_60hz_int16.wav")).expect("bundled wav");
+    assert_eq!(&wav[36..40], b"data", "a 44-byte header");
+    let (first, count) = (12_000usize, 100usize);
+    for frame in first..first + count {
+        let at = 44 + 4 * frame; // frames of (v, i) as 16-bit samples
+        wav[at..at + 2].copy_from_slice(&i16::MAX.to_le_bytes());
+    }
+    let scratch = Scratch::new();
+    let path = scratch.file("clipped.wav", &wav);
+    let scales = ["--v-scale", "400", "--i-scale", "20", "--nominal", "60"];
+    let mut args = vec![path.as_str()];
+    args.extend_from_slice(&scales);
+    let (windows, _) = analyze_json(&args);
+    let (t_first, t_last) = (first as f64 / 8000.0, (first + count - 1) as f64 / 8000.0);
+    let mut flagged = 0;
+    for w in &windows {
+        let (t0, t1) = (f(w, &["t0_s"]), f(w, &["t0_s"]) + f(w, &["duration_s"]));
+        let holds = t0 <= t_last && t1 >= t_first;
+        assert_eq!(w["flags"]["clipped"], holds, "window at {t0} s");
+        flagged += usize::from(holds);
+    }
+    assert!(flagged >= 1);
+    // The untouched recording has no clipped window, and CSV numbers carry no full scale.
+    let mut args = vec![testdata("pv_export_60hz_int16.wav")];
+    args.extend(scales.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (windows, _) = analyze_json(&args);
+    assert!(windows.iter().all(|w| w["flags"]["clipped"] == false));
+}
+
 #[test]
 fn bad_wav_files_name_the_byte() {
     let wav = std::fs::read(testdata("pv_export_60hz_int16.wav")).expect("bundled wav");

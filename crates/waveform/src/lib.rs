@@ -134,6 +134,16 @@ impl<R: Read> Waveform<R> {
         }
     }
 
+    /// The (voltage, current) magnitudes, in scaled units, at which the recording's converter
+    /// saturated: known for integer PCM WAV files ([`WavReader::saturation`]), `None` for CSV
+    /// and float WAV, whose numbers have no full scale.
+    pub fn saturation(&self) -> Option<(f64, f64)> {
+        match &self.inner {
+            Inner::Csv(_) => None,
+            Inner::Wav(r) => r.saturation(),
+        }
+    }
+
     /// The conductors the recording holds.
     pub fn layout(&self) -> Layout {
         match &self.inner {

@@ -87,6 +87,21 @@ impl<R: Read> WavReader<R> {
         self.rate_hz
     }
 
+    /// Where the converter saturated, in scaled units: (voltage, current) magnitudes reached
+    /// only by a sample at an integer format's largest code (or its most negative one, which
+    /// is a little further out). `None` for float samples, which have no fixed full scale.
+    pub fn saturation(&self) -> Option<(f64, f64)> {
+        let largest = match self.encoding {
+            Encoding::Int16 => 32_767.0 / 32_768.0,
+            Encoding::Int24 => 8_388_607.0 / 8_388_608.0,
+            Encoding::Int32 => 2_147_483_647.0 / 2_147_483_648.0,
+            Encoding::Float32 | Encoding::Float64 => return None,
+        };
+        // Voltages come first; the first current follows the phases' voltages.
+        let current = self.layout.phases();
+        Some((largest * self.scales[0], largest * self.scales[current]))
+    }
+
     /// Appends up to `max_frames` frames to `out`; returns how many (0 at the end of the data).
     pub fn read_frames(&mut self, out: &mut Vec<f64>, max_frames: usize) -> Result<usize, Error> {
         if self.done || max_frames == 0 {
@@ -432,6 +447,30 @@ mod tests {
         assert_eq!(layout, Layout::SinglePhase);
         assert_eq!(rate, 8000.0);
         assert_eq!(out, [200.0, -10.0, 400.0 * 32767.0 / 32768.0, 0.0]);
+    }
+
+    #[test]
+    fn saturation_is_the_largest_code_scaled_per_channel_and_none_for_floats() {
+        let options = ReadOptions {
+            rate_hz: None,
+            v_scale: 400.0,
+            i_scale: 10.0,
+        };
+        let at = |tag, channels, bits| {
+            let data = vec![0u8; usize::from(channels * bits / 8)];
+            WavReader::new(&wav(tag, channels, bits, 8000, &data)[..], &options)
+                .unwrap()
+                .saturation()
+        };
+        // The largest code decodes to exactly this value, so a saturated sample reaches it.
+        assert_eq!(
+            at(1, 2, 16),
+            Some((400.0 * 32767.0 / 32768.0, 10.0 * 32767.0 / 32768.0))
+        );
+        let full24 = 8_388_607.0 / 8_388_608.0;
+        assert_eq!(at(1, 6, 24), Some((400.0 * full24, 10.0 * full24)));
+        assert_eq!(at(3, 2, 32), None);
+        assert_eq!(at(3, 2, 64), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metrology::{
-    Analyzer, AnalyzerConfig, EnergyRegisters, Layout, NominalFrequency, WindowFlags, WindowReport,
+    Analyzer, AnalyzerConfig, ClipLimits, EnergyRegisters, Layout, NominalFrequency, WindowFlags,
+    WindowReport,
 };
 use serde::Serialize;
 use waveform::{Format, ReadOptions, Waveform};
@@ -23,7 +24,10 @@ Examples:
 Input: CSV with a header row, columns v,i or va,vb,vc,ia,ib,ic[,in] and an optional t (seconds;
 without it --rate is required); or WAV (PCM 16/24/32-bit or float) with the channels in the same
 order. Output: one row per IEC 61000-4-30 window (10 cycles at 50 Hz, 12 at 60 Hz) and a summary
-with the energy registers; --json prints one JSON object per line instead.
+with the energy registers; --json prints one JSON object per line instead, with the harmonic
+subgroups and angles of orders 0 to 50. Flags: short (fewer cycles than a window), no-voltage,
+frequency out of range, too few samples per cycle, and clipped (a sample at an integer WAV
+file's full scale).
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input.";
 
 #[derive(Debug, clap::Args)]
@@ -93,12 +97,17 @@ pub fn run(args: &Args) -> Outcome {
     let rate_hz = recording.sample_rate_hz();
     // Report window starts on the file's own time axis (a scope's t starts before the trigger).
     let start_s = recording.start_time_s().unwrap_or(0.0);
-    let config = match layout {
+    let mut config = match layout {
         Layout::SinglePhase => AnalyzerConfig::single_phase(rate_hz, nominal),
         Layout::ThreePhaseFourWire { neutral_measured } => {
             AnalyzerConfig::three_phase(rate_hz, nominal, neutral_measured)
         }
     };
+    // An integer WAV file says where its converter saturated: windows holding such a sample are
+    // flagged `clipped`. CSV numbers carry no full scale.
+    if let Some((v_abs, i_abs)) = recording.saturation() {
+        config.clip = ClipLimits { v_abs, i_abs };
+    }
     let mut analyzer = Analyzer::new(config)
         .map_err(|e| anyhow!("{name}: a sample rate of {rate_hz} Hz cannot be analysed: {e}"))
         .bad_input()?;
