@@ -400,3 +400,36 @@ fn harmonic_phasors_give_each_orders_rms_and_angle_relative_to_the_fundamental()
         );
     }
 }
+
+/// A window's edges cut through sample cells. Weighing a cut sample by the part of its cell
+/// inside the window is first order: at 2 kHz and off-nominal frequency single windows' P was
+/// off by up to 7e-5 of S (the errors cancelled between neighbouring windows, so energy was
+/// right). With each edge sample's slope the cut is second order: every window is within 1e-5
+/// of S at 2 kHz and 1e-6 at 8 kHz, and 20 s of energy within 1e-7.
+#[test]
+fn windows_cut_through_sample_cells_are_accurate_at_low_sample_rates() {
+    for (f, fs, bar) in [
+        (45.0, 2000.0, 1e-5),
+        (51.0, 2000.0, 1e-5),
+        (65.0, 2000.0, 1e-5),
+        (45.0, 8000.0, 1e-6),
+        (49.7, 8000.0, 1e-6),
+    ] {
+        let sig = Signal::sine(f, fs, 230.0, 4.0, 25.0);
+        let t = sig.truth();
+        let (windows, analyzer) = sig.analyze(20.0, 1000);
+        let good = clean(&windows);
+        assert!(good.len() > 80, "{f} Hz at {fs} Hz");
+        for w in &good {
+            let p = &w.phases[0];
+            let err = (p.p_w - t.p_w).abs() / t.s_va;
+            assert!(err < bar, "{f} Hz at {fs} Hz: P off by {err:e} of S");
+            let err = (p.v_rms - t.v_rms).abs() / t.v_rms;
+            assert!(err < bar, "{f} Hz at {fs} Hz: V off by {err:e}");
+        }
+        let hours: f64 = windows.iter().map(|w| w.duration_s).sum::<f64>() / 3600.0;
+        let energy = analyzer.energy().import_wh();
+        let err = (energy - t.p_w * hours).abs() / (t.p_w * hours);
+        assert!(err < 1e-7, "{f} Hz at {fs} Hz: energy off by {err:e}");
+    }
+}
