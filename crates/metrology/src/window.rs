@@ -127,6 +127,18 @@ fn edge_slopes(w: Weights, len: usize, f: impl Fn(usize) -> f64) -> f64 {
     c
 }
 
+/// The edge slopes of the five sums Σa, Σb, Σa², Σb², Σa·b (see [`edge_slopes`]).
+fn edge_slopes5(a: &[f64], b: &[f64], w: Weights) -> [f64; 5] {
+    let len = a.len().min(b.len());
+    [
+        edge_slopes(w, len, |n| a[n]),
+        edge_slopes(w, len, |n| b[n]),
+        edge_slopes(w, len, |n| a[n] * a[n]),
+        edge_slopes(w, len, |n| b[n] * b[n]),
+        edge_slopes(w, len, |n| a[n] * b[n]),
+    ]
+}
+
 /// One pass over a window's samples (boundary samples first and last, weighted `w_first` and
 /// `w_last`; the oscillator tables carry those weights already): Σw·v, Σw·i, Σw·v², Σw·i²,
 /// Σw·v·i, Σv·c, Σv·s, Σi·c, Σi·s. Reading each array once instead of in five separate passes
@@ -231,11 +243,9 @@ fn sums5(a: &[f64], b: &[f64], w: Weights) -> [f64; 5] {
     if w.i1 != w.i0 {
         add(a[w.i1], b[w.i1], w.w1);
     }
-    out[0] += edge_slopes(w, a.len().min(b.len()), |n| a[n]);
-    out[1] += edge_slopes(w, a.len().min(b.len()), |n| b[n]);
-    out[2] += edge_slopes(w, a.len().min(b.len()), |n| a[n] * a[n]);
-    out[3] += edge_slopes(w, a.len().min(b.len()), |n| b[n] * b[n]);
-    out[4] += edge_slopes(w, a.len().min(b.len()), |n| a[n] * b[n]);
+    for (o, e) in out.iter_mut().zip(edge_slopes5(a, b, w)) {
+        *o += e;
+    }
     out
 }
 
@@ -521,11 +531,8 @@ impl WindowEngine {
             w.w0,
             if count > 1 { w.w1 } else { w.w0 },
         );
-        let sv = sv + edge_slopes(w, v.len().min(i.len()), |n| v[n]);
-        let si = si + edge_slopes(w, v.len().min(i.len()), |n| i[n]);
-        let svv = svv + edge_slopes(w, v.len().min(i.len()), |n| v[n] * v[n]);
-        let sii = sii + edge_slopes(w, v.len().min(i.len()), |n| i[n] * i[n]);
-        let svi = svi + edge_slopes(w, v.len().min(i.len()), |n| v[n] * i[n]);
+        let [ev, ei, evv, eii, evi] = edge_slopes5(v, i, w);
+        let (sv, si, svv, sii, svi) = (sv + ev, si + ei, svv + evv, sii + eii, svi + evi);
         let (v_mean, i_mean) = (sv / len, si / len);
         // Exact DC removal: E[(v − m)²] = E[v²] − m², E[(v − mv)(i − mi)] = E[vi] − mv·mi.
         let v_var = (svv / len - v_mean * v_mean).max(0.0);

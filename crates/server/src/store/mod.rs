@@ -861,6 +861,18 @@ pub(crate) fn counters_array(c: &EnergyCounters) -> [f64; 6] {
 /// Seqs and boot ids are `u64` on the wire; both databases store signed 64-bit integers, so
 /// they are stored with the same bits (ingest refuses seqs above `i64::MAX`, so seq order is
 /// kept; boot ids are only compared for equality).
+/// What `other_records` keeps of a record that is neither a reading nor an event: whether this
+/// build knows its kind, and its body (an unknown kind's CBOR exactly as it arrived).
+pub(crate) fn other_record_body(r: &Record) -> Result<(bool, Vec<u8>), Error> {
+    match &r.body {
+        schema::Body::Unknown { body_cbor, .. } => Ok((false, body_cbor.clone())),
+        _ => Ok((
+            true,
+            r.to_cbor().map_err(|e| Error::invalid(e.to_string()))?,
+        )),
+    }
+}
+
 pub(crate) fn to_db(x: u64) -> i64 {
     x as i64
 }

@@ -635,11 +635,7 @@ fn write_set(conn: &mut Connection, set: &WriteSet) -> Result<WriteOutcome, Erro
                     })
                     .map_err(db("inserting an event"))?,
                 other => {
-                    let known = !matches!(other, Body::Unknown { .. });
-                    let body = match other {
-                        Body::Unknown { body_cbor, .. } => body_cbor.clone(),
-                        _ => r.to_cbor().map_err(|e| Error::invalid(e.to_string()))?,
-                    };
+                    let (known, body) = other_record_body(r)?;
                     let n = tx
                         .prepare_cached(
                             "INSERT INTO other_records (meter_id, boot_id, seq, ts_ms, kind, known, body)
